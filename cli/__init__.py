@@ -1,0 +1,1 @@
+"""The ``inr`` command-line tool (installed as the package ``inrcodec_cli``)."""

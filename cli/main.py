@@ -1,0 +1,216 @@
+"""The ``inr`` command: a thin typer layer over the :mod:`inrcodec` library.
+
+Every user-facing failure (a bad file, a bad option, a path that cannot be written) ends as one
+line on stderr, ``inr: error: ...``, and a non-zero exit status; never a traceback. Set
+``INR_DEBUG=1`` to see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+import inrcodec
+from inrcodec import codec
+from inrcodec.errors import InrError, InrInputError
+from inrcodec.imageio import image_bytes, write_atomic
+
+from .progress import encode_progress
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="inrcodec: images stored as the weights of small sine networks (SIRENs).")
+
+EXIT_ERROR = 1
+
+
+def fail(message: str, status: int = EXIT_ERROR) -> None:
+    typer.echo(f"inr: error: {message}", err=True)
+    raise typer.Exit(status)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's errors, and I/O errors, into one line and exit status 1."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except InrError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - the promise is no traceback, ever
+        if os.environ.get("INR_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set INR_DEBUG=1 for details)", 3)
+
+
+def read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.exists():
+        raise InrInputError(f"{path}: no such file")
+    if p.is_dir():
+        raise InrInputError(f"{path} is a directory")
+    return p.read_bytes()
+
+
+def check_output(output: str, *inputs: str) -> None:
+    """Refuse to write over an input file."""
+    if output == "-":
+        return
+    out = Path(output)
+    for src in inputs:
+        if src != "-" and out.exists() and Path(src).exists() and out.samefile(src):
+            raise InrInputError(f"refusing to overwrite the input {src}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise InrInputError(f"size must look like WIDTHxHEIGHT, not {text!r}") from None
+
+
+def parse_hparams(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InrInputError(f"--hparam takes NAME=VALUE, not {item!r}")
+        try:
+            out[key] = float(value) if any(c in value for c in ".e") else int(value)
+        except ValueError:
+            raise InrInputError(f"--hparam {key} needs a number, not {value!r}") from None
+    return out
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"inr {inrcodec.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=version_callback,
+                                      is_eager=True, help="Print the version and exit.")) -> None:
+    """Encode images to .inr files, decode them at any resolution, inspect and benchmark."""
+
+
+@app.command()
+def encode(
+    input: str = typer.Argument(..., help="Image to encode (PNG, JPEG, ...); - reads stdin."),
+    output: str = typer.Option(..., "-o", "--output", help="The .inr file to write; - for stdout."),
+    model: str = typer.Option("siren", "--model", "-m", help="Model family: "
+                              + ", ".join(inrcodec.FAMILIES) + "."),
+    bpp: Optional[float] = typer.Option(None, help="Target bits per pixel (the file lands at "
+                                        "most 5% above)."),
+    quality: Optional[float] = typer.Option(None, min=1, max=100, help="1..100: 0.05 bpp at 1, "
+                                            "2 bpp at 100, log-spaced; 50 if neither is given."),
+    effort: str = typer.Option("default", help="fast, default or best."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (overrides the effort's)."),
+    seed: int = typer.Option(0, help="Seed of the initialisation and sampling."),
+    encoding: Optional[str] = typer.Option(None, help="Input encoding: none, positional:L, "
+                                           "fourier:N:SCALE[:SEED]; the family's default if unset."),
+    hparam: list[str] = typer.Option([], "--hparam", help="A hyper-parameter, NAME=VALUE "
+                                     "(repeatable), e.g. width=64."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Fit a network to an image and write it as a .inr file."""
+    with user_errors():
+        if as_json and output == "-":
+            raise InrInputError("--json prints to stdout, so the .inr file cannot go there too")
+        check_output(output, input)
+        data = read_input(input)
+        name = "stdin" if input == "-" else input
+        image = inrcodec.load_image(data, name)
+        with encode_progress(name) as progress:
+            result = codec.compress(image, model=model, bpp=bpp, quality=quality, effort=effort,
+                                    steps=steps, seed=seed, encoding=encoding,
+                                    hparams=parse_hparams(hparam), progress=progress)
+        write_atomic(output, result.data)
+        if as_json:
+            typer.echo(json.dumps(result.as_dict()))
+        else:
+            typer.echo(f"{output}: {result.bytes} bytes, {result.bpp:.3f} bpp, "
+                       f"PSNR {result.psnr:.2f} dB, {result.seconds:.1f} s, "
+                       f"{result.description}", err=True)
+
+
+@app.command()
+def decode(
+    input: str = typer.Argument(..., help="The .inr file; - reads stdin."),
+    output: str = typer.Option(..., "-o", "--output", help="Image to write (format from the "
+                               "extension, PNG by default); - writes PNG to stdout."),
+    scale: Optional[float] = typer.Option(None, help="Render at this scale of the stored size."),
+    size: Optional[str] = typer.Option(None, help="Render at exactly WIDTHxHEIGHT."),
+) -> None:
+    """Render a .inr file to an image, at its own size or any other."""
+    with user_errors():
+        check_output(output, input)
+        data = read_input(input)
+        pixels = codec.decode(data, scale=scale, size=parse_size(size) if size else None)
+        fmt = "PNG"
+        if output != "-":
+            from PIL import Image
+            ext = Path(output).suffix.lower()
+            fmt = Image.registered_extensions().get(ext, "PNG") if ext else "PNG"
+        write_atomic(output, image_bytes(pixels, fmt))
+
+
+@app.command()
+def info(
+    input: str = typer.Argument(..., help="The .inr file; - reads stdin."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (docs/cli.md)."),
+) -> None:
+    """Show what a .inr file holds: size, model, hyper-parameters, weights, bits."""
+    with user_errors():
+        facts = codec.info(read_input(input))
+        if as_json:
+            typer.echo(json.dumps(facts))
+            return
+        hp = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in facts["hparams"].items())
+        enc = facts["encoding"]
+        enc_text = enc["kind"] + "".join(f" {k}={v:g}" for k, v in enc.items() if k != "kind")
+        bits = sorted({t["bits"] for t in facts["tensors"]})
+        typer.echo(f"image       {facts['width']}x{facts['height']}, {facts['channels']} "
+                   f"channel(s), colour {facts['color']}\n"
+                   f"model       {facts['model']} ({hp})\n"
+                   f"encoding    {enc_text}\n"
+                   f"weights     {facts['params']} in {len(facts['tensors'])} tensors, "
+                   f"{'/'.join(map(str, bits))} bits, coder {facts['coder']}\n"
+                   f"size        {facts['bytes']} bytes ({facts['header_bytes']} header, "
+                   f"{facts['payload_bytes']} payload, 4 checksum), {facts['bpp']:.4f} bpp\n"
+                   f"format      version {facts['format_version']}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("inr-demo"), help="Folder for the demo's files."),
+    effort: str = typer.Option("default", help="fast, default or best."),
+    bpp: float = typer.Option(0.5, help="Target bits per pixel."),
+) -> None:
+    """Encode a sample image that ships with scikit-image, decode it at 1x and 2x, and compare
+    with JPEG at the same file size."""
+    from inrcodec.demo import run_demo
+    with user_errors():
+        run_demo(out, effort=effort, bpp=bpp, echo=typer.echo, progress=encode_progress)
+
+
+def run() -> None:
+    app(prog_name="inr")
+
+
+if __name__ == "__main__":
+    run()

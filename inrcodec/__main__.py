@@ -1,0 +1,5 @@
+"""``python -m inrcodec`` runs the ``inr`` command."""
+
+from inrcodec_cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""Rate-distortion benchmarking: our families against the classical codecs Pillow ships."""

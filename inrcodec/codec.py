@@ -1,0 +1,357 @@
+"""The pipeline, end to end: image -> colour transform -> fit -> quantise -> entropy code ->
+container, and back.
+
+:func:`compress` and :func:`decompress` are the library's entry points (``encode``/``decode`` are
+the same with plain return values). Rate control: a target in bits per pixel (``bpp``, or
+``quality`` through :func:`quality_to_bpp`) becomes a byte budget for the whole file. The network
+is sized so that its weights at about :data:`BITS_PER_WEIGHT` bits each fill the budget; after
+fitting, a search over one step-size multiplier shared by all tensors finds the finest
+quantisers whose entropy-coded payload fits; quantisation-aware fine-tuning then runs through those
+quantisers, and a last check coarsens them if the file still overshoots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import container, entropy
+from .color import ColorTransform, to_uint8
+from .container import InrFile
+from .encodings import Encoding, parse_encoding
+from .errors import InrInputError
+from .fit import FitOptions, FitReport, Progress, fit, psnr_of
+from .imageio import MAX_PIXELS, MAX_SIDE, ImageLike, load_image
+from .models import FAMILIES, get_family
+from .models.base import ImageModel
+from .quantize import MAX_BITS, MIN_BITS, TensorQuant, choose, to_symbols, from_symbols
+
+#: Expected entropy-coded bits per weight when sizing a network for a budget (measured on Kodak
+#: with 8-bit-range quantisers and zstd; rate control corrects the rest after fitting).
+BITS_PER_WEIGHT = 6.5
+#: The file never exceeds its budget by more than this factor.
+RATE_TOLERANCE = 1.05
+
+#: Training presets. ``steps`` and ``qat_steps`` count optimiser steps; ``batch`` is samples per
+#: network per step.
+EFFORTS = {
+    "fast": dict(steps=800, qat_steps=100, batch=4096, lr=1e-3),
+    "default": dict(steps=6000, qat_steps=600, batch=4096, lr=1e-3),
+    "best": dict(steps=40000, qat_steps=4000, batch=4096, lr=1e-3),
+}
+
+
+def quality_to_bpp(quality: float) -> float:
+    """The bits per pixel that ``--quality Q`` asks for: 0.05 bpp at Q = 1, 2 bpp at Q = 100,
+    evenly spaced in log-rate between (Q = 50 is about 0.31 bpp, Q = 75 about 0.78)."""
+    if not 1 <= quality <= 100:
+        raise InrInputError(f"quality must be in 1..100, not {quality}")
+    return 0.05 * 40 ** ((quality - 1) / 99)
+
+
+@dataclass
+class EncodeResult:
+    """A finished encoding: the file and what it cost."""
+
+    data: bytes
+    width: int
+    height: int
+    model: str
+    params: int
+    psnr: float
+    seconds: float
+    description: str
+    report: FitReport
+
+    @property
+    def bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def bpp(self) -> float:
+        return 8 * len(self.data) / (self.width * self.height)
+
+    def as_dict(self) -> dict:
+        return {"bytes": self.bytes, "bpp": self.bpp, "psnr": self.psnr,
+                "seconds": self.seconds, "model": self.model, "params": self.params,
+                "width": self.width, "height": self.height, "description": self.description}
+
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image.astype(np.float32) / 255.0)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 images of one shape, over all samples."""
+    err = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if err == 0 else 10 * math.log10(255.0 ** 2 / err)
+
+
+def _model_file(model: ImageModel, quants: list[TensorQuant], payload: bytes) -> InrFile:
+    return InrFile(width=model.width, height=model.height, channels=model.channels,
+                   color=model.color.name, family=model.name, hparams=model.hparams,
+                   encoding=model.encoding.kind, encoding_params=model.encoding.params,
+                   extra=model.extra, quants=quants, payload=payload)
+
+
+def _serialise(model: ImageModel, quants: dict[str, TensorQuant]) -> bytes:
+    tensors = model.tensors()
+    ordered = [quants[n] for n, _ in tensors]
+    symbols = [to_symbols(p, q) for (_, p), q in zip(tensors, ordered)]
+    payload = entropy.encode(symbols, [q.bits for q in ordered])
+    return _model_file(model, ordered, payload).to_bytes()
+
+
+def _scaled(tensor: torch.Tensor, base: TensorQuant, factor: float) -> TensorQuant:
+    """A quantiser ``factor`` times coarser than ``base``, with just enough bits for its range."""
+    step = float(np.float32(base.step * factor))
+    peak = float(tensor.abs().max()) if tensor.numel() else 0.0
+    bits = max(MIN_BITS, int(math.ceil(math.log2(round(peak / step) + 1))) + 1)
+    if bits > MAX_BITS:
+        return TensorQuant(MAX_BITS, float(np.float32(peak / ((1 << (MAX_BITS - 1)) - 1))))
+    return TensorQuant(bits, step)
+
+
+def budget_quantiser(budget_bytes: float):
+    """A quantiser search: the finest shared step multiplier whose payload fits the budget."""
+
+    def choose_quants(tensors: dict[str, torch.Tensor]) -> dict[str, TensorQuant]:
+        base = {n: choose(t, 8) for n, t in tensors.items()}
+
+        def attempt(factor: float) -> tuple[dict[str, TensorQuant], int]:
+            quants = {n: _scaled(t, base[n], factor) for n, t in tensors.items()}
+            symbols = [to_symbols(t, quants[n]) for n, t in tensors.items()]
+            size = len(entropy.encode(symbols, [q.bits for q in quants.values()]))
+            return quants, size
+
+        lo, hi = math.log(1 / 64), math.log(64)  # factor range, searched in log space
+        best = attempt(math.exp(hi))[0]
+        for _ in range(14):
+            mid = 0.5 * (lo + hi)
+            quants, size = attempt(math.exp(mid))
+            if size <= budget_bytes:
+                best, hi = quants, mid
+            else:
+                lo = mid
+        return best
+
+    return choose_quants
+
+
+def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None,
+             quality: float | None = None, effort: str = "default", steps: int | None = None,
+             seed: int = 0, encoding: str | None = None, color: str | None = None,
+             hparams: dict | None = None, bits: int | None = None, compile: bool | None = None,
+             progress: Callable[[Progress], None] | None = None, **fit_overrides
+             ) -> EncodeResult:
+    """Encode an image. Returns the `.inr` bytes with the encoding's measurements.
+
+    - ``model``: a family name (see ``inrcodec.FAMILIES``).
+    - ``bpp`` or ``quality`` (1..100): the rate target; neither means quality 50. The file lands
+      at most 5% above the target.
+    - ``effort``: ``fast``, ``default`` or ``best`` training presets; ``steps`` overrides the
+      number of training steps (fine-tuning steps scale with it).
+    - ``hparams``: the family's hyper-parameters, in full or in part; without a ``width`` (or the
+      family's size parameter) the network is sized for the rate target.
+    - ``bits``: quantise every tensor to this many bits instead of searching the step for the
+      rate target (the file is then as large as it comes out).
+    - ``encoding``: ``none``, ``positional:L`` or ``fourier:N:SCALE[:SEED]``.
+    """
+    start = time.perf_counter()
+    pixels = load_image(image)
+    height, width, channels = pixels.shape
+    family = get_family(model)
+    if effort not in EFFORTS:
+        raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
+    if bpp is not None and quality is not None:
+        raise InrInputError("give --bpp or --quality, not both")
+    if bpp is None:
+        bpp = quality_to_bpp(50 if quality is None else quality)
+    if not 0.001 <= bpp <= 64:
+        raise InrInputError(f"bpp must be in [0.001, 64], not {bpp}")
+    budget = bpp * height * width / 8
+
+    color_name = color or (family.default_color if channels == 3 else "rgb")
+    try:
+        transform = ColorTransform(color_name, channels)
+        kind, enc_params = parse_encoding(encoding) if encoding else family.default_encoding
+        enc = Encoding(kind, 2, **enc_params)
+    except ValueError as exc:
+        raise InrInputError(str(exc)) from None
+
+    net = _build_model(family, height, width, transform, enc, dict(hparams or {}), budget, seed)
+    preset = dict(EFFORTS[effort])
+    if steps is not None:
+        if steps < 1:
+            raise InrInputError("steps must be at least 1")
+        preset["qat_steps"] = round(preset["qat_steps"] * steps / preset["steps"])
+        preset["steps"] = steps
+    preset.update(fit_overrides)
+    header_bytes = _header_size(net)
+    payload_budget = budget - header_bytes
+    if bits is not None:
+        quantiser = lambda tensors: {n: choose(t, bits) for n, t in tensors.items()}  # noqa: E731
+    else:
+        if payload_budget <= 16:
+            raise InrInputError(f"{bpp} bpp is {budget:.0f} bytes for this image, too few for "
+                                f"the {header_bytes}-byte header of a {family.name} model")
+        total = net.n_params()
+
+        def quantiser(tensors: dict[str, torch.Tensor]) -> dict[str, TensorQuant]:
+            share = sum(t.numel() for t in tensors.values()) / total
+            return budget_quantiser(payload_budget * share)(tensors)
+
+    options = FitOptions(seed=seed, compile=compile, quantiser=quantiser, **preset)
+    target = transform.forward(_image_tensor(pixels))
+    report = fit(net, target, options, progress)
+    quants = dict(report.quants)
+    data = _serialise(net, quants)
+    if bits is None:
+        data, quants = _fit_to_budget(net, quants, data, budget)
+        _apply(net, quants)
+    decoded = _render_uint8(net, height, width)
+    return EncodeResult(data=data, width=width, height=height, model=family.name,
+                        params=net.n_params(), psnr=psnr(decoded, pixels),
+                        seconds=time.perf_counter() - start, description=net.describe(),
+                        report=report)
+
+
+def _header_size(net: ImageModel) -> int:
+    """Bytes of the file besides the payload: header and checksum."""
+    placeholder = [TensorQuant(8, 1.0)] * len(net.tensors())
+    return len(_model_file(net, placeholder, b"").header_bytes()) + 4
+
+
+def _build_model(family: type[ImageModel], height: int, width: int, transform: ColorTransform,
+                 enc: Encoding, hparams: dict, budget: float, seed: int) -> ImageModel:
+    """The network to fit: ``hparams`` as given, the rest sized so the weights fill ``budget``
+    bytes at about BITS_PER_WEIGHT bits each after the header (whose size depends only on the
+    number of tensors, so one correction settles it)."""
+    header = 64
+    for _ in range(2):
+        chosen = dict(hparams)
+        if set(family.schema.names()) - set(chosen):
+            n_weights = int(max(0.0, budget - header) * 8 / BITS_PER_WEIGHT)
+            sized = family.hparams_for_params(n_weights, height, width, transform.channels,
+                                              enc.out_dim)
+            chosen = {**sized, **chosen}
+        try:
+            net = family(height, width, transform, chosen, enc,
+                         generator=torch.Generator().manual_seed(seed))
+        except ValueError as exc:
+            raise InrInputError(f"bad {family.name} hyper-parameters: {exc}") from None
+        actual = _header_size(net)
+        if actual <= header:
+            break
+        header = actual
+    return net
+
+
+def _apply(net: ImageModel, quants: dict[str, TensorQuant]) -> None:
+    with torch.no_grad():
+        for n, p in net.tensors():
+            q = quants[n]
+            p.copy_(from_symbols(to_symbols(p, q), q, tuple(p.shape)))
+
+
+def _fit_to_budget(net: ImageModel, quants: dict[str, TensorQuant], data: bytes, budget: float
+                   ) -> tuple[bytes, dict[str, TensorQuant]]:
+    """Coarsen all quantisers together until the file is within the rate tolerance."""
+    factor = 1.0
+    tensors = dict(net.tensors())
+    while len(data) > budget * RATE_TOLERANCE:
+        factor *= 1.03
+        quants = {n: _scaled(tensors[n].detach(), q, 1.03) for n, q in quants.items()}
+        data = _serialise(net, quants)
+        if factor > 1e4:
+            raise InrInputError("cannot meet the rate target with this model")
+    return data, quants
+
+
+def encode(image: ImageLike, **options) -> bytes:
+    """Encode an image to `.inr` bytes. See :func:`compress` for the options."""
+    return compress(image, **options).data
+
+
+def load_model(data: bytes) -> ImageModel:
+    """Parse a `.inr` file and rebuild its network with the stored weights."""
+    f = container.parse(data)
+    family = FAMILIES[f.family]
+    transform = ColorTransform(f.color, f.channels)
+    enc = Encoding(f.encoding, 2, **f.encoding_params)
+    net = family(f.height, f.width, transform, f.hparams, enc, extra=f.extra)
+    tensors = net.tensors()
+    sizes = [p.numel() for _, p in tensors]
+    symbols = entropy.decode(f.payload, sizes, [q.bits for q in f.quants], f.coder)
+    with torch.no_grad():
+        for (name, p), q, s in zip(tensors, f.quants, symbols):
+            if s.size and int(np.abs(s).max()) > q.qmax:
+                raise container.InrFormatError(f"tensor {name} has symbols beyond its "
+                                               f"{q.bits}-bit range")
+            p.copy_(from_symbols(s, q, tuple(p.shape)))
+    return net
+
+
+def output_size(width: int, height: int, scale: float | None = None,
+                size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (width, height) of a decode at ``scale`` or at an explicit ``size``."""
+    if scale is not None and size is not None:
+        raise InrInputError("give a scale or a size, not both")
+    if size is not None:
+        out_w, out_h = size
+    else:
+        scale = 1.0 if scale is None else float(scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise InrInputError(f"scale must be a positive number, not {scale}")
+        out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if not (1 <= out_w <= MAX_SIDE and 1 <= out_h <= MAX_SIDE) or out_w * out_h > MAX_PIXELS:
+        raise InrInputError(f"output size {out_w}x{out_h} is outside 1..{MAX_SIDE} per side "
+                            f"and {MAX_PIXELS} pixels")
+    return out_w, out_h
+
+
+def _render_uint8(net: ImageModel, out_h: int, out_w: int) -> np.ndarray:
+    out = np.empty((out_h, out_w, net.channels), dtype=np.uint8)
+    for r0, band in net.render_bands(out_h, out_w):
+        out[r0:r0 + band.shape[0]] = to_uint8(net.color.inverse(band)).numpy()
+    return out
+
+
+def decode(data: bytes, scale: float | None = None, size: tuple[int, int] | None = None
+           ) -> np.ndarray:
+    """Decode `.inr` bytes to a uint8 array (H, W, C), C = 3 or 1, at any scale or size."""
+    net = load_model(data)
+    out_w, out_h = output_size(net.width, net.height, scale, size)
+    return _render_uint8(net, out_h, out_w)
+
+
+def info(data: bytes) -> dict:
+    """What a `.inr` file holds, without decoding it (a stable schema; see docs/cli.md)."""
+    f = container.parse(data)
+    shapes = f.shapes()
+    params = sum(math.prod(s) for s in shapes)
+    header = len(f.header_bytes())
+    return {
+        "format_version": f.version,
+        "width": f.width,
+        "height": f.height,
+        "channels": f.channels,
+        "color": f.color,
+        "model": f.family,
+        "hparams": f.hparams,
+        "encoding": {"kind": f.encoding, **f.encoding_params},
+        "extra": f.extra,
+        "coder": f.coder,
+        "params": params,
+        "tensors": [{"shape": list(s), "bits": q.bits, "step": q.step}
+                    for s, q in zip(shapes, f.quants)],
+        "bytes": len(data),
+        "header_bytes": header,
+        "payload_bytes": len(f.payload),
+        "bpp": 8 * len(data) / (f.width * f.height),
+    }

@@ -1,0 +1,157 @@
+"""Pipeline stage 5: the `.inr` container, byte by byte (see docs/format.md).
+
+Layout of version 1 (all integers little-endian)::
+
+    0   3   magic "INR"
+    3   1   format version (1)
+    4   2   width, u16, 1..16384
+    6   2   height, u16, 1..16384 (width x height at most 2^27)
+    8   1   colour: low nibble = colour transform id, high nibble = channels (1 or 3)
+    9   1   model family id
+    10  1   input encoding id
+    11  E   input encoding parameters (fixed layout per encoding)
+    .   F   family hyper-parameters (fixed layout per family)
+    .   X   family side information (variable; e.g. the residual family's cell bitmap)
+    .   1   entropy coder id
+    .   5T  per stored tensor, in file order: bits (u8, 2..16), step (f32, finite, > 0)
+    .   P   payload: the entropy-coded symbols, to 4 bytes before the end
+    -4  4   CRC-32 (zlib's) of every byte before it
+
+Nothing in the file is trusted until checked: the magic and version first, then the checksum,
+then every field against its range, then the tensor shapes the header implies (their total
+bounded by :data:`MAX_PARAMS` before anything is allocated), then the payload's exact length.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from . import color as colour
+from . import encodings
+from .entropy import CODER_IDS, CODER_NAMES
+from .errors import InrFormatError, InrInputError
+from .fields import Reader
+from .imageio import MAX_PIXELS, MAX_SIDE
+from .models import FAMILIES, FAMILY_IDS
+from .quantize import MAX_BITS, MIN_BITS, TensorQuant
+
+MAGIC = b"INR"
+VERSION = 1
+#: Most weights a file may declare; a header that claims more is refused before allocation.
+MAX_PARAMS = 1 << 24
+MIN_FILE = 3 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 4
+
+
+@dataclass
+class InrFile:
+    """Everything a `.inr` file holds, parsed and validated."""
+
+    width: int
+    height: int
+    channels: int
+    color: str
+    family: str
+    hparams: dict
+    encoding: str
+    encoding_params: dict
+    extra: dict = field(default_factory=dict)
+    coder: str = "zstd"
+    quants: list[TensorQuant] = field(default_factory=list)
+    payload: bytes = b""
+    version: int = VERSION
+
+    @property
+    def family_class(self):
+        return FAMILIES[self.family]
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        enc = encodings.Encoding(self.encoding, 2, **self.encoding_params)
+        return self.family_class.shapes(self.hparams, self.height, self.width, self.channels,
+                                        enc.out_dim, self.extra)
+
+    def header_bytes(self) -> bytes:
+        """Every byte before the payload."""
+        family = self.family_class
+        enc_schema = encodings.SCHEMAS[self.encoding]
+        out = bytearray(MAGIC)
+        out += struct.pack("<BHHBBB", self.version, self.width, self.height,
+                           colour.TRANSFORM_IDS[self.color] | (self.channels << 4),
+                           family.family_id, encodings.ENCODING_IDS[self.encoding])
+        out += enc_schema.pack(self.encoding_params)
+        out += family.schema.pack(self.hparams)
+        out += family.pack_extra(self.extra, self.hparams, self.height, self.width)
+        out += struct.pack("<B", CODER_IDS[self.coder])
+        for q in self.quants:
+            out += struct.pack("<Bf", q.bits, q.step)
+        return bytes(out)
+
+    def to_bytes(self) -> bytes:
+        if len(self.quants) != len(self.shapes()):
+            raise InrInputError("one quantiser per stored tensor is needed")
+        body = self.header_bytes() + self.payload
+        return body + struct.pack("<I", zlib.crc32(body))
+
+
+def parse(data: bytes, header_only: bool = False) -> InrFile:
+    """Parse and validate a `.inr` file. Raises :class:`InrFormatError` on any problem."""
+    data = bytes(data)
+    if len(data) < 4 or data[:3] != MAGIC:
+        raise InrFormatError("not an .inr file (bad magic)")
+    if data[3] != VERSION:
+        raise InrFormatError(f"unsupported .inr format version {data[3]} (this build reads "
+                             f"version {VERSION})")
+    if len(data) < MIN_FILE:
+        raise InrFormatError(f"truncated file: {len(data)} bytes is shorter than any .inr file")
+    stored_crc = struct.unpack("<I", data[-4:])[0]
+    if zlib.crc32(data[:-4]) != stored_crc:
+        raise InrFormatError("checksum mismatch: the file is corrupt or truncated")
+    body = data[:-4]
+    r = Reader(body, 4)
+    width, height, colour_byte, family_id, encoding_id = r.unpack("HHBBB", "header")
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > MAX_PIXELS:
+        raise InrFormatError(f"bad image size {width}x{height}")
+    transform_id, channels = colour_byte & 0x0F, colour_byte >> 4
+    if transform_id not in colour.TRANSFORM_NAMES:
+        raise InrFormatError(f"unknown colour transform id {transform_id}")
+    color_name = colour.TRANSFORM_NAMES[transform_id]
+    if channels not in (1, 3) or (color_name == "ycbcr" and channels != 3):
+        raise InrFormatError(f"bad channel count {channels} for colour transform {color_name}")
+    if family_id not in FAMILY_IDS:
+        raise InrFormatError(f"unknown model family id {family_id}")
+    family = FAMILY_IDS[family_id]
+    if encoding_id not in encodings.ENCODING_NAMES:
+        raise InrFormatError(f"unknown input encoding id {encoding_id}")
+    encoding = encodings.ENCODING_NAMES[encoding_id]
+    encoding_params = encodings.SCHEMAS[encoding].read(r, f"{encoding} encoding")
+    hparams = family.schema.read(r, f"{family.name} hyper-parameters")
+    try:
+        family.validate_for_image(hparams, height, width, channels)
+    except ValueError as exc:
+        raise InrFormatError(f"bad {family.name} hyper-parameters: {exc}") from None
+    extra = family.read_extra(r, hparams, height, width)
+    coder_id = r.unpack("B", "entropy coder id")
+    if coder_id not in CODER_NAMES:
+        raise InrFormatError(f"unknown entropy coder id {coder_id}")
+    enc_dim = encodings.Encoding(encoding, 2, **encoding_params).out_dim
+    shapes = family.shapes(hparams, height, width, channels, enc_dim, extra)
+    total = sum(math.prod(s) for s in shapes)
+    if total > MAX_PARAMS:
+        raise InrFormatError(f"header declares {total} weights; at most {MAX_PARAMS} are allowed")
+    quants = []
+    for i in range(len(shapes)):
+        bits, step = r.unpack("Bf", f"quantiser of tensor {i}")
+        if not MIN_BITS <= bits <= MAX_BITS:
+            raise InrFormatError(f"tensor {i} has {bits} bits; {MIN_BITS}..{MAX_BITS} allowed")
+        if not (math.isfinite(step) and step > 0):
+            raise InrFormatError(f"tensor {i} has a bad step size {step}")
+        quants.append(TensorQuant(bits, step))
+    payload = b"" if header_only else r.take(r.remaining, "payload")
+    if not header_only and not payload:
+        raise InrFormatError("the file has no payload")
+    return InrFile(width=width, height=height, channels=channels, color=color_name,
+                   family=family.name, hparams=hparams, encoding=encoding,
+                   encoding_params=encoding_params, extra=extra, coder=CODER_NAMES[coder_id],
+                   quants=quants, payload=payload)

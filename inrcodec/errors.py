@@ -1,0 +1,18 @@
+"""The two kinds of bad input a user can hand the codec.
+
+Every problem with a `.inr` file raises :class:`InrFormatError`; every problem with an image or an
+option raises :class:`InrInputError`. Both carry a one-line message meant for the user, and the CLI
+prints exactly that line.
+"""
+
+
+class InrError(Exception):
+    """Base class of the codec's user-facing errors."""
+
+
+class InrFormatError(InrError, ValueError):
+    """A `.inr` file is corrupt, truncated, of an unknown version, or claims impossible values."""
+
+
+class InrInputError(InrError, ValueError):
+    """An input image or an option cannot be used (not an image, 16-bit, empty, bad size, ...)."""

@@ -1,0 +1,221 @@
+"""Pipeline stage 2: fitting a model to an image, and quantisation-aware fine-tuning.
+
+A model family yields one or more :class:`~.models.FitTask` stages. Each stage is trained with
+Adam on random batches for its share of ``FitOptions.steps``, under a learning rate that warms up
+linearly and then follows a cosine down to ``lr * lr_floor``. The whole image is evaluated every
+``eval_every`` steps and the best weights are kept. Then the stage's tensors are quantised and
+fine-tuned through the quantiser for its share of ``qat_steps`` (again keeping the best), and
+finally set to exactly the values the decoder will rebuild, so the next stage (the residual
+family's) fits what the *decoded* earlier stage misses.
+
+Training counts steps, never seconds: the same image, options and seed give the same weights.
+The step (forward, backward and Adam update) is compiled with ``torch.compile`` when a stage is
+long enough for the compilation to pay for itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.func import functional_call
+
+from .models.base import FitTask, ImageModel
+from .quantize import TensorQuant, choose, fake_quantize
+
+#: Stages with at least this many steps are compiled (measured: compiling costs 3-10 s here).
+COMPILE_MIN_STEPS = 1500
+#: Steps between progress reports (evaluations report too).
+PROGRESS_EVERY = 25
+
+
+@dataclass
+class FitOptions:
+    steps: int = 2000
+    batch: int = 4096
+    lr: float = 1e-3
+    lr_floor: float = 0.05
+    warmup: float = 0.02
+    eval_every: int = 250
+    qat_steps: int = 0
+    qat_lr: float = 1e-4
+    #: Picks the quantisers of one stage's tensors: {stored name: tensor} -> {stored name: quant}.
+    #: The default quantises every tensor to 8 bits.
+    quantiser: Callable[[dict[str, torch.Tensor]], dict[str, TensorQuant]] | None = None
+    compile: bool | None = None
+    seed: int = 0
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives: the stage, the step so far of ``total``, the best
+    PSNR (dB) seen so far in this stage (None before the first evaluation)."""
+
+    stage: str
+    step: int
+    total: int
+    psnr: float | None
+
+
+@dataclass
+class StageReport:
+    name: str
+    steps: int
+    qat_steps: int
+    psnr: float
+    psnr_quantised: float
+    seconds: float
+
+
+@dataclass
+class FitReport:
+    stages: list[StageReport] = field(default_factory=list)
+    quants: dict[str, TensorQuant] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+
+def psnr_of(mse: float) -> float:
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def _schedule(step: int, total: int, options: FitOptions, peak: float) -> float:
+    warm = max(1, int(options.warmup * total))
+    if step < warm:
+        return peak * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    floor = peak * options.lr_floor
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _quiet_dynamo() -> None:
+    logging.getLogger("torch._logging._internal").setLevel(logging.ERROR)
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+
+
+class _Loop:
+    """The training loop of one stage, with or without quantisation in the forward pass."""
+
+    def __init__(self, task: FitTask, options: FitOptions, steps: int, peak_lr: float,
+                 quants: dict[str, TensorQuant] | None, generator: torch.Generator,
+                 report_progress: Callable[[int, float | None], None]):
+        self.task, self.options, self.steps = task, options, steps
+        self.peak_lr, self.quants, self.generator = peak_lr, quants, generator
+        self.report_progress = report_progress
+        self.batch = min(options.batch, task.samples)
+        module = task.module
+        self.named = [(n, p) for n, p in module.named_parameters()]
+        self.lr = torch.tensor(peak_lr)
+        self.optimizer = torch.optim.Adam([p for _, p in self.named], lr=self.lr)
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            if quants is None:
+                pred = module(x)
+            else:
+                params = {n: fake_quantize(p, quants[n]) for n, p in self.named}
+                pred = functional_call(module, params, (x,))
+            loss = task.loss(pred, y)
+            loss.backward()
+            self.optimizer.step()
+            return loss.detach()
+
+        use_compile = options.compile if options.compile is not None \
+            else steps >= COMPILE_MIN_STEPS
+        if use_compile:
+            _quiet_dynamo()
+            step = torch.compile(step)
+        self.step = step
+
+    def evaluate(self) -> float:
+        if self.quants is None:
+            return self.task.evaluate()
+        with torch.no_grad():
+            saved = [p.detach().clone() for _, p in self.named]
+            for n, p in self.named:
+                p.copy_(fake_quantize(p, self.quants[n]))
+            mse = self.task.evaluate()
+            for (_, p), s in zip(self.named, saved):
+                p.copy_(s)
+        return mse
+
+    def run(self) -> float:
+        """Train; leave the best weights in place; return their MSE."""
+        best_mse = self.evaluate()
+        best = [p.detach().clone() for _, p in self.named]
+        every = max(1, self.options.eval_every)
+        for i in range(self.steps):
+            self.lr.fill_(_schedule(i, self.steps, self.options, self.peak_lr))
+            x, y = self.task.sample(self.generator, self.batch)
+            self.step(x, y)
+            if (i + 1) % every == 0 or i + 1 == self.steps:
+                mse = self.evaluate()
+                if mse < best_mse:
+                    best_mse = mse
+                    best = [p.detach().clone() for _, p in self.named]
+                self.report_progress(i + 1, psnr_of(best_mse))
+            elif (i + 1) % PROGRESS_EVERY == 0:
+                self.report_progress(i + 1, psnr_of(best_mse))
+        with torch.no_grad():
+            for (_, p), b in zip(self.named, best):
+                p.copy_(b)
+        return best_mse
+
+
+def fixed_bits(bits: int) -> Callable[[dict[str, torch.Tensor]], dict[str, TensorQuant]]:
+    """The quantiser that gives every tensor ``bits`` bits over its full range."""
+    return lambda tensors: {n: choose(t, bits) for n, t in tensors.items()}
+
+
+def fit(model: ImageModel, target: torch.Tensor, options: FitOptions,
+        progress: Callable[[Progress], None] | None = None) -> FitReport:
+    """Fit ``model`` to ``target`` (H, W, C, model space) and quantise every stored tensor.
+
+    On return the model's weights are the dequantised values and ``report.quants`` maps each
+    stored tensor's name to its quantiser.
+    """
+    generator = torch.Generator().manual_seed(options.seed)
+    report = FitReport()
+    total = options.steps + options.qat_steps
+    done = 0
+    names = {id(p): n for n, p in model.tensors()}
+    for task in model.fit_tasks(target):
+        start = time.perf_counter()
+        steps = max(1, round(options.steps * task.share))
+        qat_steps = round(options.qat_steps * task.share)
+        offset = done
+
+        def report_progress(step: int, psnr: float | None, stage: str = task.name) -> None:
+            if progress is not None:
+                progress(Progress(stage, offset + step, total, psnr))
+
+        mse = _Loop(task, options, steps, options.lr, None, generator, report_progress).run()
+        done += steps
+        local_names = {n: names[id(p)] for n, p in task.module.named_parameters()}
+        stored = {local_names[n]: p.detach() for n, p in task.module.named_parameters()}
+        chosen = (options.quantiser or fixed_bits(8))(stored)
+        quants = {n: chosen[local_names[n]] for n in local_names}
+        offset = done
+        qat_mse = _Loop(task, options, qat_steps, options.qat_lr, quants, generator,
+                        lambda s, v: report_progress(s, v, f"{task.name} (quantised)")).run() \
+            if qat_steps else None
+        done += qat_steps
+        with torch.no_grad():
+            for n, p in task.module.named_parameters():
+                p.copy_(fake_quantize(p, quants[n]))
+                report.quants[local_names[n]] = quants[n]
+        if task.finish is not None:
+            task.finish()
+        final_mse = qat_mse if qat_mse is not None else task.evaluate()
+        report.stages.append(StageReport(task.name, steps, qat_steps, psnr_of(mse),
+                                         psnr_of(final_mse), time.perf_counter() - start))
+    missing = [n for n, _ in model.tensors() if n not in report.quants]
+    if missing:
+        raise RuntimeError(f"tensors never fitted: {missing}")
+    return report

@@ -1,0 +1,186 @@
+"""Pipeline stage 0: images in and out, validated, and files written so that nothing is lost.
+
+Images enter the codec as ``uint8`` arrays of shape (H, W, C) with C = 3 (RGB) or C = 1 (grey).
+What the codec accepts, and what it refuses with a one-line :class:`InrInputError`:
+
+- 8-bit RGB and grey images are used as they are; 1-bit images become grey.
+- Palette images become RGB (or grey, if every palette entry is grey).
+- An alpha channel that is fully opaque is dropped; real transparency is refused, since a
+  `.inr` file stores no alpha channel.
+- 16-bit, 32-bit and floating-point images are refused rather than silently truncated.
+- CMYK, YCbCr and LAB images are converted to RGB by Pillow.
+- Empty images, and images larger than :data:`MAX_SIDE` or :data:`MAX_PIXELS`, are refused.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InrInputError
+
+#: Largest width or height the codec encodes or decodes (the header stores them as u16).
+MAX_SIDE = 16384
+#: Largest number of pixels of an image the codec encodes, or of an image it renders.
+MAX_PIXELS = 1 << 27
+
+ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike, bytes, BinaryIO]
+
+
+def check_size(height: int, width: int, what: str = "image") -> None:
+    if height <= 0 or width <= 0:
+        raise InrInputError(f"{what} is empty ({width}x{height})")
+    if height > MAX_SIDE or width > MAX_SIDE:
+        raise InrInputError(f"{what} is {width}x{height}; the largest side supported is {MAX_SIDE}")
+    if height * width > MAX_PIXELS:
+        raise InrInputError(f"{what} is {width}x{height} = {width * height} pixels; "
+                            f"at most {MAX_PIXELS} are supported")
+
+
+def _is_deep(im: Image.Image) -> bool:
+    """True when Pillow decodes more than 8 bits per sample (it may truncate 16-bit RGB)."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;"):
+        return True
+    for tile in getattr(im, "tile", None) or []:
+        rawmode = tile[3] if isinstance(tile, tuple) and len(tile) > 3 else getattr(tile, "args", "")
+        if isinstance(rawmode, tuple):
+            rawmode = rawmode[0] if rawmode else ""
+        if isinstance(rawmode, str) and (";16" in rawmode or ";32" in rawmode):
+            return True
+    return False
+
+
+def _drop_alpha(array: np.ndarray, name: str) -> np.ndarray:
+    if not np.all(array[..., -1] == 255):
+        raise InrInputError(f"{name} has transparency; .inr stores no alpha channel, "
+                            "flatten the image onto a background first")
+    return array[..., :-1]
+
+
+def from_pil(im: Image.Image, name: str = "image") -> np.ndarray:
+    """A validated (H, W, C) uint8 array from a Pillow image."""
+    if _is_deep(im):
+        raise InrInputError(f"{name} has more than 8 bits per sample ({im.mode}); "
+                            "convert it to 8-bit first")
+    check_size(im.height, im.width, name)
+    mode = im.mode
+    was_palette = mode in ("P", "PA")
+    if was_palette:
+        has_alpha = mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+        mode = im.mode
+    elif mode == "1":
+        im, mode = im.convert("L"), "L"
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im, mode = im.convert("RGB"), "RGB"
+    elif mode not in ("RGB", "RGBA", "L", "LA", "RGBX", "RGBa", "La"):
+        raise InrInputError(f"{name} has an unsupported mode {mode}")
+    if mode in ("RGBa", "La"):
+        im = im.convert("RGBA" if mode == "RGBa" else "LA")
+        mode = im.mode
+    array = np.asarray(im)
+    if mode == "RGBX":
+        array = array[..., :3]
+    elif mode in ("RGBA", "LA"):
+        array = _drop_alpha(array, name)
+    if array.ndim == 2:
+        array = array[..., None]
+    if was_palette and np.array_equal(array[..., 0], array[..., 1]) \
+            and np.array_equal(array[..., 1], array[..., 2]):
+        array = array[..., :1]  # a grey palette is a grey image
+    return np.ascontiguousarray(array, dtype=np.uint8)
+
+
+def from_array(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """A validated (H, W, C) uint8 array from a numpy array of shape (H, W) or (H, W, 1|3|4)."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise InrInputError(f"{name} must be uint8, not {array.dtype}")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+        raise InrInputError(f"{name} must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+                            f"not {array.shape}")
+    check_size(array.shape[0], array.shape[1], name)
+    if array.shape[-1] in (2, 4):
+        array = _drop_alpha(array, name)
+    return np.ascontiguousarray(array)
+
+
+def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
+    """Read an image from a path, bytes, a binary file, a PIL image or an array."""
+    if isinstance(source, np.ndarray):
+        return from_array(source, name or "image")
+    if isinstance(source, Image.Image):
+        return from_pil(source, name or "image")
+    if isinstance(source, (str, os.PathLike)):
+        name = name or str(source)
+        try:
+            source = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise InrInputError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise InrInputError(f"{name} is a directory") from None
+        except OSError as exc:
+            raise InrInputError(f"{name}: {exc.strerror or exc}") from None
+    elif not isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or getattr(source, "name", "input")
+        source = source.read()
+    name = name or "input"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(bytes(source)))
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InrInputError(f"{name} is too large to decode safely") from None
+    except UnidentifiedImageError:
+        raise InrInputError(f"{name} is not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InrInputError(f"{name} is a damaged image: {exc}") from None
+    return from_pil(im, name)
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """A Pillow image ("RGB" or "L") from an (H, W, C) uint8 array."""
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def image_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    to_pil(array).save(buf, fmt)
+    return buf.getvalue()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old file intact.
+    ``-`` writes to standard output.
+    """
+    if str(path) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InrInputError(f"cannot write {path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

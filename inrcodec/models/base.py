@@ -1,0 +1,212 @@
+"""The interface every model family implements, and the pieces they share.
+
+A model family is a :class:`ImageModel` subclass that says
+
+- what it stores: ``schema`` (fixed-size hyper-parameters in the header), optional variable-size
+  side information (``pack_extra`` / ``read_extra``), and the weight tensors in file order
+  (``tensors``);
+- how it is fitted: ``fit_tasks`` yields one or more :class:`FitTask` stages (the residual family
+  fits its base network first, then its residual networks), each a sampler of training batches
+  with a loss in RGB;
+- how it renders: ``render(out_h, out_w)`` samples the continuous image on any grid, in tiles;
+- how it is sized: ``hparams_for_params`` picks hyper-parameters for a parameter budget, which
+  rate control uses.
+
+Values live in the colour transform's centred model space, channels last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator
+
+import torch
+
+from ..color import ColorTransform
+from ..encodings import Encoding
+from ..fields import Reader, Schema
+
+#: Samples evaluated at once when rendering; bounds decode memory for any output size.
+RENDER_CHUNK = 1 << 16
+#: Output pixels per rendered band.
+BAND_PIXELS = 1 << 18
+
+
+def sample_positions(n: int, out: int) -> torch.Tensor:
+    """Pixel-unit centres of ``out`` samples across an axis of ``n`` original pixels.
+
+    Every output size shares one frame: the image spans [0, n], and output sample k sits at the
+    centre of the k-th of ``out`` equal cells. Scale 2 samples halfway between original centres.
+    """
+    return (torch.arange(out, dtype=torch.float64) + 0.5).mul_(n / out).float()
+
+
+@dataclass
+class FitTask:
+    """One training stage: batches of (inputs, targets) and a loss on them.
+
+    ``sample(generator, batch)`` returns inputs shaped (G, B, in) and targets (G, B, C) for
+    ``module``, whose parameters the stage trains; ``loss`` compares ``module(inputs)`` with the
+    targets as RGB squared error;
+    ``evaluate`` returns the RGB MSE of the whole image as rendered; ``samples`` is how many
+    distinct training samples one group has (an epoch is ``samples / batch`` steps).
+    """
+
+    module: torch.nn.Module
+    sample: Callable[[torch.Generator, int], tuple[torch.Tensor, torch.Tensor]]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    evaluate: Callable[[], float]
+    samples: int
+    name: str = "fit"
+    share: float = 1.0  # fraction of the training steps this stage gets
+    finish: Callable[[], None] | None = None  # called after the stage (e.g. to freeze results)
+
+
+class ImageModel(torch.nn.Module):
+    """Base class of the model families. See the module docstring for the contract."""
+
+    name: ClassVar[str]
+    family_id: ClassVar[int]
+    schema: ClassVar[Schema]
+    default_color: ClassVar[str] = "rgb"
+    default_encoding: ClassVar[tuple[str, dict]] = ("none", {})
+
+    def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
+                 encoding: Encoding, extra: dict | None = None):
+        super().__init__()
+        self.height, self.width = height, width
+        self.color = color
+        self.channels = color.channels
+        self.hparams = self.schema.validate(hparams)
+        self.validate_for_image(self.hparams, height, width, self.channels)
+        self.encoding = encoding
+        self.extra = dict(extra or {})
+
+    # -- what is stored -------------------------------------------------------------------
+    def tensors(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The stored weight tensors in file order (the order of ``named_parameters``)."""
+        return list(self.named_parameters())
+
+    @classmethod
+    def shapes(cls, hparams: dict, height: int, width: int, channels: int, encoding_dim: int,
+               extra: dict) -> list[tuple[int, ...]]:
+        """The shapes of ``tensors()``, computed from the header alone (nothing allocated)."""
+        raise NotImplementedError
+
+    @classmethod
+    def pack_extra(cls, extra: dict, hparams: dict, height: int, width: int) -> bytes:
+        """Variable-size side information stored after the hyper-parameters."""
+        return b""
+
+    @classmethod
+    def read_extra(cls, reader: Reader, hparams: dict, height: int, width: int) -> dict:
+        """Read and validate what ``pack_extra`` wrote; raise InrFormatError if it is bad."""
+        return {}
+
+    @classmethod
+    def validate_for_image(cls, hparams: dict, height: int, width: int, channels: int) -> None:
+        """Raise ValueError if the hyper-parameters cannot describe an image of this size."""
+
+    # -- fitting and rendering ------------------------------------------------------------
+    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+        raise NotImplementedError
+
+    def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """Values (len ys, len xs, C) at sample positions ys x xs, in pixel units of the
+        original image (pixel j has its centre at j + 1/2)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def render_bands(self, out_h: int, out_w: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """The image sampled on an out_h x out_w grid, as (first row, band) pairs of a bounded
+        number of pixels each, so that any output size renders in bounded memory."""
+        ys = sample_positions(self.height, out_h)
+        xs = sample_positions(self.width, out_w)
+        rows = max(1, BAND_PIXELS // out_w)
+        for r0 in range(0, out_h, rows):
+            yield r0, self.render_band(ys[r0:r0 + rows], xs)
+
+    def render(self, out_h: int | None = None, out_w: int | None = None) -> torch.Tensor:
+        """The whole image (out_h, out_w, C) in model space; by default at its own size."""
+        out_h, out_w = out_h or self.height, out_w or self.width
+        return torch.cat([band for _, band in self.render_bands(out_h, out_w)], dim=0)
+
+    def mse_against(self, target: torch.Tensor) -> float:
+        """RGB MSE of the rendered image against ``target`` (model space, H x W x C)."""
+        return rgb_mse(self.color, self.render(), target)
+
+    # -- sizing ---------------------------------------------------------------------------
+    @classmethod
+    def hparams_for_params(cls, n_params: int, height: int, width: int, channels: int,
+                           encoding_dim: int) -> dict:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        hp = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in self.hparams.items())
+        return f"{self.name}({hp}; encoding={self.encoding.describe()}; colour={self.color.name})"
+
+    def n_params(self) -> int:
+        return sum(p.numel() for _, p in self.tensors())
+
+
+class SirenStack(torch.nn.Module):
+    """G independent SIRENs of one shape, evaluated together with batched matrix products.
+
+    Input (G, N, in_dim) -> output (G, N, out_dim). Layer i computes ``x W_i + b_i`` with W_i of
+    shape (G, fan_in, fan_out); hidden layers are followed by ``sin(w0 * .)`` (``w0_first`` for the
+    first). Initialisation as in the SIREN paper: the first layer U(-1/n, 1/n), the others
+    U(-sqrt(6/n)/w0, sqrt(6/n)/w0), biases U(-1/sqrt(n), 1/sqrt(n)).
+    """
+
+    def __init__(self, groups: int, in_dim: int, width: int, depth: int, out_dim: int,
+                 w0_first: float, w0: float, generator: torch.Generator | None = None):
+        super().__init__()
+        self.w0_first, self.w0 = w0_first, w0
+        dims = [in_dim] + [width] * depth + [out_dim]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+            bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / w0
+            w = (torch.rand(groups, fan_in, fan_out, generator=generator) * 2 - 1) * bound
+            b = (torch.rand(groups, 1, fan_out, generator=generator) * 2 - 1) / math.sqrt(fan_in)
+            self.weights.append(torch.nn.Parameter(w))
+            self.biases.append(torch.nn.Parameter(b))
+
+    @staticmethod
+    def shapes(groups: int, in_dim: int, width: int, depth: int, out_dim: int
+               ) -> list[tuple[int, int, int]]:
+        """Parameter shapes in ``named_parameters`` order: all weights, then all biases."""
+        dims = [in_dim] + [width] * depth + [out_dim]
+        pairs = list(zip(dims[:-1], dims[1:]))
+        return [(groups, a, b) for a, b in pairs] + [(groups, 1, b) for _, b in pairs]
+
+    @staticmethod
+    def count(groups: int, in_dim: int, width: int, depth: int, out_dim: int) -> int:
+        return sum(math.prod(s) for s in SirenStack.shapes(groups, in_dim, width, depth, out_dim))
+
+    def forward(self, x: torch.Tensor, group: int | None = None) -> torch.Tensor:
+        """Evaluate all groups on x (G, N, in), or only ``group`` on x (1, N, in)."""
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if group is not None:
+                w, b = w[group:group + 1], b[group:group + 1]
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = torch.sin((self.w0_first if i == 0 else self.w0) * x)
+        return x
+
+
+def rgb_mse_loss(color: ColorTransform) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Squared error in RGB of model-space predictions, averaged over samples and channels."""
+    if color.name == "rgb":
+        return lambda pred, target: (pred - target).square().mean()
+    inverse_t = color.inverse_matrix.T.contiguous()
+    return lambda pred, target: ((pred - target) @ inverse_t).square().mean()
+
+
+def rgb_mse(color: ColorTransform, rendered: torch.Tensor, target: torch.Tensor) -> float:
+    """MSE in RGB, on [0, 1] values clamped as they would be on output."""
+    rgb = color.inverse(rendered).clamp(0, 1)
+    return float((rgb - color.inverse(target)).square().mean())

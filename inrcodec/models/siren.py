@@ -1,0 +1,122 @@
+"""The plain SIREN family, and the tiled SIREN component the other pixel families build on.
+
+A :class:`TiledSiren` is one SIREN per cell of a :class:`~.tiling.Tiling`, evaluated as a batch;
+the plain family is the tiling with a single cell covering the whole image, so its network sees
+coordinates in [-1, 1] across the image on both axes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from ..color import ColorTransform
+from ..encodings import Encoding
+from ..fields import Field, Schema
+from .base import RENDER_CHUNK, FitTask, ImageModel, SirenStack, rgb_mse_loss
+from .tiling import Tiling
+
+WIDTH = Field("width", "H", 1, 2048, "hidden units per layer")
+DEPTH = Field("depth", "B", 1, 32, "hidden (sine) layers; the network has depth + 1 linear layers")
+W0_FIRST = Field("w0_first", "e", 0.1, 1000, "frequency factor of the first sine layer")
+W0 = Field("w0", "e", 0.1, 1000, "frequency factor of the other sine layers")
+
+
+class TiledSiren(torch.nn.Module):
+    """One SIREN per kept cell of ``tiling``, all of one shape, with a shared input encoding."""
+
+    def __init__(self, tiling: Tiling, encoding: Encoding, width: int, depth: int, out_dim: int,
+                 w0_first: float, w0: float, generator: torch.Generator | None = None):
+        super().__init__()
+        self.tiling = tiling
+        self.encoding = encoding
+        self.out_dim = out_dim
+        self.net = SirenStack(tiling.groups, encoding.out_dim, width, depth, out_dim,
+                              w0_first, w0, generator)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """Local coordinates (G, B, 2) -> values (G, B, out_dim)."""
+        return self.net(self.encoding(coords))
+
+    def fit_task(self, target: torch.Tensor, color: ColorTransform, evaluate, name: str,
+                 share: float = 1.0) -> FitTask:
+        """Training batches of random pixels per cell against ``target`` (H, W, C)."""
+        tiling = self.tiling
+
+        def sample(generator: torch.Generator, batch: int):
+            iy, ix = tiling.sample(generator, batch)
+            coords = tiling.local(iy.float() + 0.5, ix.float() + 0.5)
+            return coords, target[iy, ix]
+
+        return FitTask(module=self, sample=sample, loss=rgb_mse_loss(color), evaluate=evaluate,
+                       samples=tiling.pixels_per_group(), name=name, share=share)
+
+    @torch.no_grad()
+    def render_into(self, out: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> None:
+        """Add the blended networks' values on the grid ys x xs (pixel units) into ``out``."""
+        tiling = self.tiling
+        for group in range(tiling.groups):
+            sy, sx = tiling.span(group, ys, xs)
+            yy, xx = ys[sy], xs[sx]
+            if len(yy) == 0 or len(xx) == 0:
+                continue
+            weight = tiling.window(group, yy, xx)
+            rows_per_chunk = max(1, RENDER_CHUNK // len(xx))
+            for r0 in range(0, len(yy), rows_per_chunk):
+                ry = yy[r0:r0 + rows_per_chunk]
+                gy, gx = torch.meshgrid(ry, xx, indexing="ij")
+                coords = tiling.local(gy.reshape(-1), gx.reshape(-1), group)
+                values = self.net(self.encoding(coords), group=group)[0]
+                values = values.reshape(len(ry), len(xx), self.out_dim)
+                w = weight[r0:r0 + rows_per_chunk, :, None]
+                out[sy.start + r0:sy.start + r0 + len(ry), sx] += w * values
+
+
+class Siren(ImageModel):
+    """Plain SIREN: one network maps (x, y) in [-1, 1]^2 to colour."""
+
+    name = "siren"
+    family_id = 0
+    schema = Schema(WIDTH, DEPTH, W0_FIRST, W0)
+
+    def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
+                 encoding: Encoding, extra: dict | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__(height, width, color, hparams, encoding, extra)
+        hp = self.hparams
+        self.field = TiledSiren(Tiling(height, width), encoding, hp["width"], hp["depth"],
+                                self.channels, hp["w0_first"], hp["w0"], generator)
+
+    @classmethod
+    def shapes(cls, hparams, height, width, channels, encoding_dim, extra):
+        return SirenStack.shapes(1, encoding_dim, hparams["width"], hparams["depth"], channels)
+
+    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+        yield self.field.fit_task(target, self.color, lambda: self.mse_against(target), "siren")
+
+    def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(ys), len(xs), self.channels)
+        self.field.render_into(out, ys, xs)
+        return out
+
+    @classmethod
+    def hparams_for_params(cls, n_params: int, height: int, width: int, channels: int,
+                           encoding_dim: int, depth: int = 4, w0_first: float = 30.0,
+                           w0: float = 30.0) -> dict:
+        hidden = largest_width(n_params, lambda w: SirenStack.count(1, encoding_dim, w, depth,
+                                                                    channels))
+        return {"width": hidden, "depth": depth, "w0_first": w0_first, "w0": w0}
+
+
+def largest_width(n_params: int, count, lo: int = 2, hi: int = 2048) -> int:
+    """The largest width whose parameter count ``count(width)`` is at most ``n_params``
+    (at least ``lo``)."""
+    best = lo
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if count(mid) <= n_params:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best

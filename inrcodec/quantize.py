@@ -1,0 +1,57 @@
+"""Pipeline stage 3: uniform quantisation of each weight tensor to integer symbols.
+
+Tensor t with ``bits`` b is stored as integers q in [-(2^(b-1) - 1), 2^(b-1) - 1] with one step
+size per tensor: ``w ~ q * step``, where ``step = max|w| / (2^(b-1) - 1)``. The step is rounded to
+float32, as the file stores it, before any symbol is computed, so what the encoder evaluates is
+exactly what the decoder rebuilds.
+
+Quantisation-aware training evaluates the network through :func:`fake_quantize`: the forward pass
+sees quantised weights, the gradient reaches the float weights unchanged (straight-through).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+MIN_BITS, MAX_BITS = 2, 16
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """How one tensor is quantised: its bit depth and its step size."""
+
+    bits: int
+    step: float
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1
+
+
+def choose(weights: torch.Tensor, bits: int) -> TensorQuant:
+    """The step that maps the largest magnitude in ``weights`` to the largest symbol."""
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}], not {bits}")
+    peak = float(weights.detach().abs().max()) if weights.numel() else 0.0
+    qmax = (1 << (bits - 1)) - 1
+    step = float(np.float32(peak / qmax)) if peak > 0 else 1.0
+    return TensorQuant(bits, step)
+
+
+def fake_quantize(weights: torch.Tensor, quant: TensorQuant) -> torch.Tensor:
+    """Quantised values in the forward pass, identity gradient in the backward pass."""
+    q = torch.clamp(torch.round(weights / quant.step), -quant.qmax, quant.qmax) * quant.step
+    return weights + (q - weights).detach()
+
+
+def to_symbols(weights: torch.Tensor, quant: TensorQuant) -> np.ndarray:
+    q = torch.clamp(torch.round(weights.detach() / quant.step), -quant.qmax, quant.qmax)
+    return q.to(torch.int32).numpy().ravel()
+
+
+def from_symbols(symbols: np.ndarray, quant: TensorQuant, shape: tuple[int, ...]) -> torch.Tensor:
+    values = symbols.astype(np.float32) * np.float32(quant.step)
+    return torch.from_numpy(values.reshape(shape))
