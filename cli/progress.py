@@ -22,12 +22,23 @@ def bar(*extra_columns) -> Progress:
 
 @contextmanager
 def encode_progress(name: str) -> Iterator[Callable[[FitProgress], None]]:
-    """A callback for ``inrcodec.compress(progress=...)`` that drives one bar: step, PSNR, ETA."""
-    with bar(TextColumn("{task.fields[stage]}"), TextColumn("{task.fields[psnr]}")) as progress:
-        task = progress.add_task(name, total=None, stage="", psnr="")
+    """A callback for ``inrcodec.compress(progress=...)`` that drives one bar: step, PSNR, ETA.
 
-        def update(p: FitProgress) -> None:
-            psnr = f"{p.psnr:.2f} dB" if p.psnr is not None else ""
-            progress.update(task, completed=p.step, total=p.total, stage=p.stage, psnr=psnr)
+    The bar appears at the first report, so an error found before training is the only output.
+    """
+    progress = bar(TextColumn("{task.fields[stage]}"), TextColumn("{task.fields[psnr]}"))
+    task = None
 
+    def update(p: FitProgress) -> None:
+        nonlocal task
+        if task is None:
+            progress.start()
+            task = progress.add_task(name, total=p.total, stage="", psnr="")
+        psnr = f"{p.psnr:.2f} dB" if p.psnr is not None else ""
+        progress.update(task, completed=p.step, total=p.total, stage=p.stage, psnr=psnr)
+
+    try:
         yield update
+    finally:
+        if task is not None:
+            progress.stop()

@@ -42,7 +42,7 @@ class FitOptions:
     warmup: float = 0.02
     eval_every: int = 250
     qat_steps: int = 0
-    qat_lr: float = 1e-4
+    qat_lr: float = 1e-3
     #: Picks the quantisers of one stage's tensors: {stored name: tensor} -> {stored name: quant}.
     #: The default quantises every tensor to 8 bits.
     quantiser: Callable[[dict[str, torch.Tensor]], dict[str, TensorQuant]] | None = None

@@ -46,7 +46,8 @@ def check_size(height: int, width: int, what: str = "image") -> None:
 
 
 def _is_deep(im: Image.Image) -> bool:
-    """True when Pillow decodes more than 8 bits per sample (it may truncate 16-bit RGB)."""
+    """True when Pillow decodes more than 8 bits per sample (it silently truncates 16-bit RGB
+    PNGs to "RGB", so the raw mode of a not-yet-loaded image is checked too)."""
     if im.mode in ("I", "F") or im.mode.startswith("I;"):
         return True
     for tile in getattr(im, "tile", None) or []:
@@ -139,6 +140,9 @@ def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(bytes(source)))
+            if _is_deep(im):  # before load(), which forgets the raw sample format
+                raise InrInputError(f"{name} has more than 8 bits per sample; "
+                                    "convert it to 8-bit first")
             im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InrInputError(f"{name} is too large to decode safely") from None

@@ -1,0 +1,42 @@
+"""The README and docs stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import inrcodec
+from inrcodec.codec import EFFORTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_opens_with_the_two_setup_commands():
+    demo, tests = readme_commands()[:2]
+    assert "torch==2.13.0" in demo and demo.endswith("inr demo")
+    assert "torch==2.13.0" in tests and tests.endswith("pytest")
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert readme_commands()[1] in ci.splitlines()
+
+
+def test_cli_doc_lists_every_effort_with_its_steps():
+    text = (ROOT / "docs" / "cli.md").read_text()
+    for name, preset in EFFORTS.items():
+        assert re.search(rf"\| {name} \| {preset['steps']} \| {preset['qat_steps']} \|", text), name
+
+
+def test_format_doc_lists_every_family_and_its_fields():
+    text = (ROOT / "docs" / "format.md").read_text()
+    for name, family in inrcodec.FAMILIES.items():
+        assert f"id {family.family_id}: `{name}`" in text
+        for field in family.schema.fields:
+            assert f"| {field.name} |" in text, (name, field.name)
