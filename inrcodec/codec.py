@@ -237,9 +237,8 @@ def _build_model(family: type[ImageModel], height: int, width: int, transform: C
         chosen = dict(hparams)
         if set(family.schema.names()) - set(chosen):
             n_weights = int(max(0.0, budget - header) * 8 / BITS_PER_WEIGHT)
-            sized = family.hparams_for_params(n_weights, height, width, transform.channels,
-                                              enc.out_dim)
-            chosen = {**sized, **chosen}
+            chosen = family.hparams_for_params(n_weights, height, width, transform.channels,
+                                               enc.out_dim, **hparams)
         try:
             net = family(height, width, transform, chosen, enc,
                          generator=torch.Generator().manual_seed(seed))

@@ -36,7 +36,7 @@ PROGRESS_EVERY = 25
 @dataclass
 class FitOptions:
     steps: int = 2000
-    batch: int = 4096
+    batch: int = 4096  # samples per step, over all groups
     lr: float = 1e-3
     lr_floor: float = 0.05
     warmup: float = 0.02
@@ -108,7 +108,8 @@ class _Loop:
         self.task, self.options, self.steps = task, options, steps
         self.peak_lr, self.quants, self.generator = peak_lr, quants, generator
         self.report_progress = report_progress
-        self.batch = min(options.batch, task.samples)
+        per_group = round(options.batch * task.batch_factor / task.groups)
+        self.batch = max(1, min(max(16, per_group), task.samples))
         module = task.module
         self.named = [(n, p) for n, p in module.named_parameters()]
         self.lr = torch.tensor(peak_lr)

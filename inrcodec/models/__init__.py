@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from ..errors import InrInputError
 from .base import FitTask, ImageModel, SirenStack
+from .dct import DctHead
+from .gridded import Gridded
+from .residual import Residual
 from .siren import Siren
 
 #: name -> family class, in the order ``inr encode --model`` lists them.
@@ -28,6 +31,9 @@ def get_family(name: str) -> type[ImageModel]:
 
 
 register(Siren)
+register(Gridded)
+register(Residual)
+register(DctHead)
 
 __all__ = ["FAMILIES", "FAMILY_IDS", "FitTask", "ImageModel", "SirenStack", "get_family",
            "register"]

@@ -50,7 +50,9 @@ class FitTask:
     ``module``, whose parameters the stage trains; ``loss`` compares ``module(inputs)`` with the
     targets as RGB squared error;
     ``evaluate`` returns the RGB MSE of the whole image as rendered; ``samples`` is how many
-    distinct training samples one group has (an epoch is ``samples / batch`` steps).
+    distinct training samples one group has; ``groups`` is G. A step draws ``batch / G`` samples
+    per group (``batch`` being the effort's samples per step) times ``batch_factor``, for stages
+    whose samples are worth more than a pixel each (the DCT family's blocks).
     """
 
     module: torch.nn.Module
@@ -58,6 +60,8 @@ class FitTask:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     evaluate: Callable[[], float]
     samples: int
+    groups: int = 1
+    batch_factor: float = 1.0
     name: str = "fit"
     share: float = 1.0  # fraction of the training steps this stage gets
     finish: Callable[[], None] | None = None  # called after the stage (e.g. to freeze results)
@@ -139,7 +143,9 @@ class ImageModel(torch.nn.Module):
     # -- sizing ---------------------------------------------------------------------------
     @classmethod
     def hparams_for_params(cls, n_params: int, height: int, width: int, channels: int,
-                           encoding_dim: int) -> dict:
+                           encoding_dim: int, /, **fixed) -> dict:
+        """Complete hyper-parameters with about ``n_params`` weights; ``fixed`` ones (a user's
+        choices) are kept and the others sized around them."""
         raise NotImplementedError
 
     def describe(self) -> str:

@@ -50,7 +50,8 @@ class TiledSiren(torch.nn.Module):
             return coords, target[iy, ix]
 
         return FitTask(module=self, sample=sample, loss=rgb_mse_loss(color), evaluate=evaluate,
-                       samples=tiling.pixels_per_group(), name=name, share=share)
+                       samples=tiling.pixels_per_group(), groups=tiling.groups, name=name,
+                       share=share)
 
     @torch.no_grad()
     def render_into(self, out: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> None:
@@ -101,12 +102,11 @@ class Siren(ImageModel):
         return out
 
     @classmethod
-    def hparams_for_params(cls, n_params: int, height: int, width: int, channels: int,
-                           encoding_dim: int, depth: int = 4, w0_first: float = 30.0,
-                           w0: float = 30.0) -> dict:
-        hidden = largest_width(n_params, lambda w: SirenStack.count(1, encoding_dim, w, depth,
-                                                                    channels))
-        return {"width": hidden, "depth": depth, "w0_first": w0_first, "w0": w0}
+    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, **fixed):
+        hp = {"depth": 4, "w0_first": 30.0, "w0": 30.0, **fixed}
+        hp.setdefault("width", largest_width(n_params, lambda w: SirenStack.count(
+            1, encoding_dim, w, hp["depth"], channels)))
+        return hp
 
 
 def largest_width(n_params: int, count, lo: int = 2, hi: int = 2048) -> int:

@@ -1,0 +1,167 @@
+"""The residual family: a base SIREN for the whole image plus residual SIRENs where it errs.
+
+Fitting runs in two stages. The base network (``base_width`` x ``base_depth``) is fitted to the
+whole image and quantised. The image is then cut into a ``rows`` x ``cols`` grid, the squared
+error of the *decoded* base is summed per cell, and the ``cells`` cells with the largest error
+each get a residual network (``res_width`` x ``res_depth``, all trained as one batched model) that
+learns the difference between the image and the base on its cell, extended by ``overlap`` times
+the cell size. The decoder sums the base and the residual networks, each blended with the same
+partition-of-unity windows as the gridded family; next to a cell without a residual network the
+correction fades out smoothly across the band.
+
+Bit budget (see :meth:`Residual.hparams_for_params`): the base gets :data:`BASE_SHARE` of the
+weights; the residual networks share the rest, on :data:`CELL_SHARE` of the cells (the
+hardest quarter). The file records which cells were chosen as a bitmap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from ..color import ColorTransform
+from ..encodings import Encoding
+from ..errors import InrFormatError
+from ..fields import Field, Reader, Schema
+from .base import FitTask, ImageModel, SirenStack, rgb_mse, sample_positions
+from .gridded import COLS, OVERLAP, ROWS, grid_for
+from .siren import W0, W0_FIRST, TiledSiren, largest_width
+from .tiling import Tiling
+
+BASE_SHARE = 0.5
+CELL_SHARE = 0.25
+#: Training steps given to the base stage; the residual stage gets the rest.
+BASE_STEPS = 0.5
+
+
+class Residual(ImageModel):
+    name = "residual"
+    family_id = 2
+    schema = Schema(
+        Field("base_width", "H", 1, 2048, "hidden units per layer of the base network"),
+        Field("base_depth", "B", 1, 32, "hidden layers of the base network"),
+        ROWS, COLS,
+        Field("cells", "H", 0, 4096, "number of cells with a residual network"),
+        Field("res_width", "H", 1, 2048, "hidden units per layer of each residual network"),
+        Field("res_depth", "B", 1, 32, "hidden layers of each residual network"),
+        OVERLAP, W0_FIRST, W0,
+    )
+    default_encoding = ("positional", {"levels": 4})
+
+    def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
+                 encoding: Encoding, extra: dict | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__(height, width, color, hparams, encoding, extra)
+        hp = self.hparams
+        self.base = TiledSiren(Tiling(height, width), encoding, hp["base_width"], hp["base_depth"],
+                               self.channels, hp["w0_first"], hp["w0"], generator)
+        cells = self.extra.get("cells", list(range(hp["cells"])))
+        self.extra = {"cells": list(cells)}
+        self.residual = TiledSiren(self._tiling(cells), encoding, hp["res_width"],
+                                   hp["res_depth"], self.channels, hp["w0_first"], hp["w0"],
+                                   generator)
+
+    def _tiling(self, cells: list[int]) -> Tiling:
+        hp = self.hparams
+        return Tiling(self.height, self.width, hp["rows"], hp["cols"], hp["overlap"], cells)
+
+    # -- what is stored -------------------------------------------------------------------
+    @classmethod
+    def validate_for_image(cls, hparams, height, width, channels):
+        if hparams["rows"] > height or hparams["cols"] > width:
+            raise ValueError(f"a {hparams['rows']}x{hparams['cols']} grid does not fit a "
+                             f"{width}x{height} image")
+        if hparams["cells"] > hparams["rows"] * hparams["cols"]:
+            raise ValueError(f"{hparams['cells']} residual cells on a "
+                             f"{hparams['rows']}x{hparams['cols']} grid")
+
+    @classmethod
+    def shapes(cls, hparams, height, width, channels, encoding_dim, extra):
+        base = SirenStack.shapes(1, encoding_dim, hparams["base_width"], hparams["base_depth"],
+                                 channels)
+        residual = SirenStack.shapes(hparams["cells"], encoding_dim, hparams["res_width"],
+                                     hparams["res_depth"], channels)
+        return base + residual
+
+    @classmethod
+    def pack_extra(cls, extra, hparams, height, width) -> bytes:
+        """The chosen cells as a bitmap, row-major, least significant bit first."""
+        n = hparams["rows"] * hparams["cols"]
+        bits = bytearray(math.ceil(n / 8))
+        for cell in extra.get("cells", range(hparams["cells"])):
+            bits[cell // 8] |= 1 << (cell % 8)
+        return bytes(bits)
+
+    @classmethod
+    def read_extra(cls, reader: Reader, hparams, height, width) -> dict:
+        n = hparams["rows"] * hparams["cols"]
+        bitmap = reader.take(math.ceil(n / 8), "residual cell bitmap")
+        cells = [i for i in range(8 * len(bitmap)) if bitmap[i // 8] >> (i % 8) & 1]
+        if cells and cells[-1] >= n:
+            raise InrFormatError("residual cell bitmap marks cells beyond the grid")
+        if len(cells) != hparams["cells"]:
+            raise InrFormatError(f"residual cell bitmap marks {len(cells)} cells, the header "
+                                 f"says {hparams['cells']}")
+        return {"cells": cells}
+
+    # -- fitting and rendering ------------------------------------------------------------
+    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+        yield self.base.fit_task(target, self.color, lambda: self.base_mse(target), "base",
+                                 share=BASE_STEPS)
+        if self.hparams["cells"] == 0:
+            return
+        with torch.no_grad():
+            base = self.base_render(self.height, self.width)
+        residual = target - base
+        error = self.color.rgb_error(residual).square().sum(-1)
+        cells = self.choose_cells(error)
+        self.extra = {"cells": cells}
+        self.residual.tiling = self._tiling(cells)
+        yield self.residual.fit_task(residual, self.color, lambda: self.mse_against(target),
+                                     "residual", share=1 - BASE_STEPS)
+
+    def choose_cells(self, error: torch.Tensor) -> list[int]:
+        """The ``cells`` cells of the grid with the largest summed squared error, in order."""
+        hp = self.hparams
+        tiling = Tiling(self.height, self.width, hp["rows"], hp["cols"])
+        totals = []
+        for cell in range(hp["rows"] * hp["cols"]):
+            r, c = divmod(cell, hp["cols"])
+            y0, y1 = round(r * tiling.cell_h), round((r + 1) * tiling.cell_h)
+            x0, x1 = round(c * tiling.cell_w), round((c + 1) * tiling.cell_w)
+            totals.append(float(error[y0:y1, x0:x1].sum()))
+        ranked = sorted(range(len(totals)), key=lambda i: (-totals[i], i))
+        return sorted(ranked[:hp["cells"]])
+
+    def base_render(self, out_h: int, out_w: int) -> torch.Tensor:
+        out = torch.zeros(out_h, out_w, self.channels)
+        self.base.render_into(out, sample_positions(self.height, out_h),
+                              sample_positions(self.width, out_w))
+        return out
+
+    def base_mse(self, target: torch.Tensor) -> float:
+        return rgb_mse(self.color, self.base_render(self.height, self.width), target)
+
+    def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(ys), len(xs), self.channels)
+        self.base.render_into(out, ys, xs)
+        if self.hparams["cells"]:
+            self.residual.render_into(out, ys, xs)
+        return out
+
+    @classmethod
+    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, **fixed):
+        rows, cols = grid_for(height, width, cell_side=96)
+        hp = {"base_depth": 4, "res_depth": 3, "overlap": 0.0625, "w0_first": 30.0, "w0": 30.0,
+              "rows": rows, "cols": cols, **fixed}
+        hp.setdefault("cells", max(1, round(CELL_SHARE * hp["rows"] * hp["cols"])))
+        hp.setdefault("base_width", largest_width(int(BASE_SHARE * n_params), lambda w:
+                                                  SirenStack.count(1, encoding_dim, w,
+                                                                   hp["base_depth"], channels)))
+        rest = n_params - SirenStack.count(1, encoding_dim, hp["base_width"], hp["base_depth"],
+                                           channels)
+        hp.setdefault("res_width", largest_width(rest, lambda w: SirenStack.count(
+            max(1, hp["cells"]), encoding_dim, w, hp["res_depth"], channels)))
+        return hp
