@@ -196,6 +196,47 @@ def info(
 
 
 @app.command()
+def bench(
+    dataset: Optional[Path] = typer.Argument(None, help="Folder of images; default "
+                                             "../shared/datasets/kodak if it exists, else "
+                                             "scikit-image's samples."),
+    codecs: Optional[str] = typer.Option(None, help="Comma-separated: inr:siren, inr:gridded, "
+                                         "inr:residual, inr:dct (options with +key=value), jpeg, "
+                                         "jpeg444, webp, avif, jpeg2000. Default: all."),
+    out: Path = typer.Option(Path("bench-out"), "--out", help="Folder for the report and the "
+                             "result cache."),
+    bpp: Optional[str] = typer.Option(None, help="Comma-separated rate targets of inr codecs."),
+    points: Optional[int] = typer.Option(None, min=1, help="Points per curve (inr targets "
+                                         "log-spaced 0.15-1.1 bpp; classical sweeps thinned)."),
+    effort: str = typer.Option("default", help="Effort of inr codecs."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images."),
+    crop: Optional[str] = typer.Option(None, help="Centre-crop images to WIDTHxHEIGHT."),
+    jobs: int = typer.Option(1, min=1, help="Parallel worker processes."),
+    task: str = typer.Option("rd", help="rd (rate-distortion) or upscale."),
+) -> None:
+    """Rate-distortion report (bpp vs PSNR, MS-SSIM, BD-rate, plots) against JPEG, WebP, AVIF
+    and JPEG 2000."""
+    from inrcodec.bench.main import BenchConfig, run as run_bench
+
+    from .progress import count_progress
+    with user_errors():
+        if task not in ("rd", "upscale"):
+            raise InrInputError(f"unknown task {task!r}; use rd or upscale")
+        if effort not in codec.EFFORTS:
+            raise InrInputError(f"unknown effort {effort!r}")
+        try:
+            bpps = [float(b) for b in bpp.split(",")] if bpp else None
+        except ValueError:
+            raise InrInputError(f"--bpp takes numbers separated by commas, not {bpp!r}") from None
+        config = BenchConfig(dataset=dataset, codecs=codecs.split(",") if codecs else None,
+                             out=out, bpps=bpps, points=points, effort=effort, limit=limit,
+                             crop=parse_size(crop) if crop else None, jobs=jobs, task=task,
+                             command="inr " + " ".join(sys.argv[1:]))
+        path = run_bench(config, progress=count_progress)
+        typer.echo(f"report: {path}", err=True)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("inr-demo"), help="Folder for the demo's files."),
     effort: str = typer.Option("default", help="fast, default or best."),

@@ -42,3 +42,11 @@ def encode_progress(name: str) -> Iterator[Callable[[FitProgress], None]]:
     finally:
         if task is not None:
             progress.stop()
+
+
+@contextmanager
+def count_progress(total: int) -> Iterator[Callable[[], None]]:
+    """A bar over ``total`` jobs; yields the function that advances it by one."""
+    with bar() as progress:
+        task = progress.add_task("benchmark", total=total)
+        yield lambda: progress.advance(task)

@@ -148,25 +148,67 @@ class _Loop:
 
     def run(self) -> float:
         """Train; leave the best weights in place; return their MSE."""
+        self.first_step_seconds = 0.0
+        self.eval_seconds = 0.0
         best_mse = self.evaluate()
         best = [p.detach().clone() for _, p in self.named]
         every = max(1, self.options.eval_every)
+        loop_start = time.perf_counter()
         for i in range(self.steps):
             self.lr.fill_(_schedule(i, self.steps, self.options, self.peak_lr))
             x, y = self.task.sample(self.generator, self.batch)
-            self.step(x, y)
+            if i == 0:
+                start = time.perf_counter()
+                self.step(x, y)  # compiles, when compiling
+                self.first_step_seconds = time.perf_counter() - start
+            else:
+                self.step(x, y)
             if (i + 1) % every == 0 or i + 1 == self.steps:
+                start = time.perf_counter()
                 mse = self.evaluate()
+                self.eval_seconds += time.perf_counter() - start
                 if mse < best_mse:
                     best_mse = mse
                     best = [p.detach().clone() for _, p in self.named]
                 self.report_progress(i + 1, psnr_of(best_mse))
             elif (i + 1) % PROGRESS_EVERY == 0:
                 self.report_progress(i + 1, psnr_of(best_mse))
+        self.loop_seconds = time.perf_counter() - loop_start - self.first_step_seconds
         with torch.no_grad():
             for (_, p), b in zip(self.named, best):
                 p.copy_(b)
         return best_mse
+
+
+@dataclass
+class TrainResult:
+    mse: float
+    steps: int
+    seconds: float  # the loop, evaluations included; not the first step (compilation)
+    first_step_seconds: float
+    eval_seconds: float  # the evaluations inside the loop
+
+    @property
+    def psnr(self) -> float:
+        return psnr_of(self.mse)
+
+    @property
+    def step_seconds(self) -> float:
+        """Mean time of a training step, neither the first one nor evaluations counted."""
+        return (self.seconds - self.eval_seconds) / max(1, self.steps - 1)
+
+
+def train(task: FitTask, options: FitOptions, steps: int | None = None) -> TrainResult:
+    """Train one stage's module in float (no quantisation), keeping the best weights.
+
+    The building block of :func:`fit`, public for experiments that train modules of their own.
+    """
+    steps = options.steps if steps is None else steps
+    loop = _Loop(task, options, steps, options.lr, None,
+                 torch.Generator().manual_seed(options.seed), lambda step, psnr: None)
+    mse = loop.run()
+    return TrainResult(mse, steps, loop.loop_seconds, loop.first_step_seconds,
+                       loop.eval_seconds)
 
 
 def fixed_bits(bits: int) -> Callable[[dict[str, torch.Tensor]], dict[str, TensorQuant]]:

@@ -1,0 +1,11 @@
+"""The rate-distortion benchmark as a script: the same as ``inr bench`` with the same options.
+
+    python benchmarks/bench.py ../shared/datasets/kodak --out docs/results/kodak
+"""
+
+import sys
+
+from inrcodec_cli.main import app
+
+if __name__ == "__main__":
+    app(["bench", *sys.argv[1:]], prog_name="benchmarks/bench.py")

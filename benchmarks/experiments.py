@@ -1,0 +1,290 @@
+"""The experiments behind docs/experiments.md. Each sub-command prints one markdown table.
+
+    python benchmarks/experiments.py encodings   # ReLU MLP +- encodings vs SIREN, 256x256
+    python benchmarks/experiments.py grid        # plain vs gridded SIRENs, equal time and size
+    python benchmarks/experiments.py seams       # PSNR along grid cell edges vs elsewhere
+    python benchmarks/experiments.py dct-speed   # DCT-head vs plain SIREN training step time
+
+Timings are medians over repeats where stated, measured on the machine that runs the script;
+nothing else should run meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import inrcodec
+from inrcodec.color import ColorTransform
+from inrcodec.encodings import Encoding
+from inrcodec.fit import FitOptions, train
+from inrcodec.models import FAMILIES
+from inrcodec.models.base import FitTask, rgb_mse, rgb_mse_loss, sample_positions
+from inrcodec.models.tiling import Tiling
+
+KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "kodak"
+RGB = ColorTransform("rgb", 3)
+
+
+def astronaut_256() -> np.ndarray:
+    """scikit-image's astronaut, area-downsampled to 256 x 256."""
+    from skimage import data
+    a = data.astronaut().astype(np.float64)
+    return (a.reshape(256, 2, 256, 2, 3).mean(axis=(1, 3)) + 0.5).astype(np.uint8)
+
+
+def as_target(image: np.ndarray) -> torch.Tensor:
+    return RGB.forward(torch.from_numpy(image.astype(np.float32) / 255))
+
+
+def psnr(mse: float) -> float:
+    return 10 * math.log10(1 / mse)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- encodings ----------------------------------------------------------------------------------
+class ReluMlp(torch.nn.Module):
+    """The baseline of the encoding studies: a ReLU MLP on (encoded) coordinates."""
+
+    def __init__(self, encoding: Encoding, width: int, hidden: int, out: int, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.encoding = encoding
+        dims = [encoding.out_dim] + [width] * hidden
+        layers = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        self.net = torch.nn.Sequential(*layers, torch.nn.Linear(width, out))
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.net(self.encoding(coords))
+
+
+def whole_image_task(module: torch.nn.Module, target: torch.Tensor) -> FitTask:
+    """Random pixels of the whole image, coordinates in [-1, 1]."""
+    h, w, _ = target.shape
+    tiling = Tiling(h, w)
+
+    def sample(generator, batch):
+        iy, ix = tiling.sample(generator, batch)
+        return tiling.local(iy.float() + 0.5, ix.float() + 0.5), target[iy, ix]
+
+    ys, xs = sample_positions(h, h), sample_positions(w, w)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = tiling.local(gy.reshape(1, -1), gx.reshape(1, -1))
+
+    @torch.no_grad()
+    def evaluate():
+        return rgb_mse(RGB, module(grid)[0].reshape(h, w, -1), target)
+
+    return FitTask(module=module, sample=sample, loss=rgb_mse_loss(RGB), evaluate=evaluate,
+                   samples=h * w)
+
+
+def encodings_experiment(steps: int, batch: int) -> str:
+    image = astronaut_256()
+    target = as_target(image)
+    width, hidden = 256, 3
+    configs = [
+        ("ReLU MLP", "none", {}, "relu", 1e-3),
+        ("ReLU MLP", "positional", {"levels": 8}, "relu", 1e-3),
+        ("ReLU MLP", "fourier", {"features": 256, "scale": 10.0, "seed": 0}, "relu", 1e-3),
+        ("SIREN", "none", {}, "siren", 1e-4),
+        ("SIREN", "positional", {"levels": 8}, "siren", 1e-4),
+    ]
+    rows = []
+    for label, kind, params, net, lr in configs:
+        enc = Encoding(kind, 2, **params)
+        if net == "relu":
+            module = ReluMlp(enc, width, hidden, 3, seed=0)
+        else:
+            hp = {"width": width, "depth": hidden + 1, "w0_first": 30.0, "w0": 30.0}
+            model = FAMILIES["siren"](256, 256, RGB, hp, enc,
+                                      generator=torch.Generator().manual_seed(0))
+            module = model.field
+        task = whole_image_task(module, target)
+        options = FitOptions(steps=steps, batch=batch, lr=lr, eval_every=max(1, steps // 20),
+                             compile=True)
+        result = train(task, options)
+        n = sum(p.numel() for p in module.parameters())
+        rows.append([label, enc.describe(), n, round(result.psnr, 2), round(result.seconds, 1)])
+        print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    return table(["network", "encoding", "params", "PSNR (dB)", "train s"], rows)
+
+
+# -- grid -------------------------------------------------------------------------------------
+def calibrated_steps(make_task, options: FitOptions, budget: float) -> int:
+    """Steps that take ``budget`` seconds, from the median step time of a short run."""
+    times = []
+    for _ in range(3):
+        times.append(train(make_task(), options, steps=30).seconds / 29)
+    return max(30, int(budget / statistics.median(times)))
+
+
+def grid_experiment(budget: float, batch: int) -> str:
+    image = astronaut_256()
+    target = as_target(image)
+    enc = Encoding("none")
+    configs = [("plain", 1, w) for w in (512, 256, 128, 64, 32)]
+    configs += [("gridded", 2, w) for w in (128, 64, 32)]
+    configs += [("gridded", 4, 128), ("gridded", 8, 128)]
+    rows = []
+    for kind, ratio, total_width in configs:
+        width = total_width // ratio
+
+        def make_task():
+            if kind == "plain":
+                hp = {"width": width, "depth": 4, "w0_first": 30.0, "w0": 30.0}
+                model = FAMILIES["siren"](256, 256, RGB, hp, enc,
+                                          generator=torch.Generator().manual_seed(0))
+            else:
+                hp = {"rows": ratio, "cols": ratio, "overlap": 0.0, "width": width, "depth": 4,
+                      "w0_first": 30.0, "w0": 30.0}
+                model = FAMILIES["gridded"](256, 256, RGB, hp, enc,
+                                            generator=torch.Generator().manual_seed(0))
+            task = next(model.fit_tasks(target))
+            task.model = model
+            return task
+
+        options = FitOptions(batch=batch, lr=1e-4 if kind == "plain" and width >= 256 else 1e-3,
+                             compile=True, eval_every=100)
+        steps = calibrated_steps(make_task, options, budget)
+        options.eval_every = max(1, steps // 20)
+        task = make_task()
+        result = train(task, options, steps=steps)
+        n = task.model.n_params()
+        label = "plain SIREN" if kind == "plain" else f"gridded, ratio {ratio}"
+        rows.append([label, total_width, width, n, steps, f"{result.mse:.2e}",
+                     round(result.psnr, 2), round(result.seconds, 1)])
+        print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    return table(["model", "width", "width per network", "params", "steps", "MSE", "PSNR (dB)",
+                  "train s"], rows)
+
+
+# -- seams ------------------------------------------------------------------------------------
+def edge_band(height: int, width: int, rows: int, cols: int, band: int) -> np.ndarray:
+    """Mask of the pixels within ``band`` pixels of an interior cell edge."""
+    mask = np.zeros((height, width), bool)
+    for r in range(1, rows):
+        y = round(r * height / rows)
+        mask[max(0, y - band):y + band] = True
+    for c in range(1, cols):
+        x = round(c * width / cols)
+        mask[:, max(0, x - band):x + band] = True
+    return mask
+
+
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    err = ((a.astype(np.float64) - b.astype(np.float64)) ** 2)[mask].mean()
+    return 10 * math.log10(255 ** 2 / err)
+
+
+def seams_experiment(steps: int, bpp: float) -> str:
+    name = "kodim23"
+    path = KODAK / f"{name}.png"
+    original = inrcodec.load_image(path) if path.exists() else None
+    if original is None:
+        from skimage import data
+        name, original = "astronaut", data.astronaut()
+    h, w = original.shape[:2]
+    half = (original.reshape(h // 2, 2, w // 2, 2, 3).astype(np.float64).mean(axis=(1, 3))
+            + 0.5).astype(np.uint8)
+    rows, cols = 4, 6
+    out = []
+    for overlap in (0.0, 0.0625, 0.125):
+        hp = {"rows": rows, "cols": cols, "overlap": overlap}
+        for scale, source in ((1, original), (2, half)):
+            result = inrcodec.compress(source, model="gridded", bpp=bpp * scale * scale,
+                                       steps=steps, hparams=hp)
+            decoded = inrcodec.decode(result.data, scale=scale)
+            mask = edge_band(h, w, rows, cols, band=2 * scale)
+            edge, rest = masked_psnr(decoded, original, mask), masked_psnr(decoded, original,
+                                                                           ~mask)
+            out.append([overlap, scale, round(edge, 2), round(rest, 2), round(edge - rest, 2)])
+            print(f"  {out[-1]}", file=sys.stderr, flush=True)
+    caption = (f"{name}, gridded {rows}x{cols}, {steps} steps, {bpp} bpp at scale 1 (the "
+               f"half-size image at the same bits per original pixel for scale 2, decoded at 2x "
+               f"and compared with the full-size original). Edge band: pixels within 2 (scale 1) "
+               f"or 4 (scale 2) pixels of an interior cell edge.\n\n")
+    return caption + table(["overlap", "scale", "PSNR edge band (dB)", "PSNR elsewhere (dB)",
+                            "difference (dB)"], out)
+
+
+# -- DCT step time ----------------------------------------------------------------------------
+def dct_speed_experiment(params: int, repeats: int) -> str:
+    path = KODAK / "kodim23.png"
+    if path.exists():
+        image = inrcodec.load_image(path)
+    else:
+        from skimage import data
+        image = np.ascontiguousarray(data.astronaut()[:, :, :])
+    h, w = image.shape[:2]
+    rows = []
+    for name in ("siren", "dct"):
+        family = FAMILIES[name]
+        kind, enc_params = family.default_encoding
+        enc = Encoding(kind, 2, **enc_params)
+        color = ColorTransform(family.default_color, 3)
+        hp = family.hparams_for_params(params, h, w, 3, enc.out_dim)
+        model = family(h, w, color, hp, enc, generator=torch.Generator().manual_seed(0))
+        task = next(model.fit_tasks(color.forward(torch.from_numpy(image / 255.0).float())))
+        options = FitOptions(batch=4096, compile=True, eval_every=10 ** 9)
+        samples = round(options.batch * task.batch_factor)
+        per_sample = 1 if name == "siren" else model.block ** 2
+        step_ms = statistics.median(train(task, options, steps=60).step_seconds * 1000
+                                    for _ in range(repeats))
+        pixels = samples * per_sample
+        epoch_s = step_ms / 1000 * h * w / pixels
+        rows.append([name, model.n_params(), f"{samples} {'pixels' if name == 'siren' else 'blocks'}",
+                     pixels, round(step_ms, 2), round(epoch_s, 3)])
+        print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    return table(["family", "params", "samples per step", "pixels covered per step",
+                  "ms per step (median)", "s per pass over the image"], rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="experiment", required=True)
+    e = sub.add_parser("encodings")
+    e.add_argument("--steps", type=int, default=2000)
+    e.add_argument("--batch", type=int, default=8192)
+    g = sub.add_parser("grid")
+    g.add_argument("--seconds", type=float, default=120.0, help="training time per model")
+    g.add_argument("--batch", type=int, default=8192)
+    s = sub.add_parser("seams")
+    s.add_argument("--steps", type=int, default=3000)
+    s.add_argument("--bpp", type=float, default=1.0)
+    d = sub.add_parser("dct-speed")
+    d.add_argument("--params", type=int, default=30000)
+    d.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    if args.experiment == "encodings":
+        print(encodings_experiment(args.steps, args.batch))
+    elif args.experiment == "grid":
+        print(grid_experiment(args.seconds, args.batch))
+    elif args.experiment == "seams":
+        print(seams_experiment(args.steps, args.bpp))
+    else:
+        print(dct_speed_experiment(args.params, args.repeats))
+    print(f"\n({time.perf_counter() - start:.0f} s; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Bjontegaard deltas and curve interpolation, written from the definition.
+
+A rate-distortion curve is a list of (bits per pixel, PSNR) points. Bjontegaard's method fits a
+cubic polynomial to each curve and compares the two fits over the range where both curves have
+data:
+
+- BD-rate: log-rate as a cubic in PSNR; the mean difference of the two fits over the overlapping
+  PSNR interval, as a percentage change of rate: ``exp(mean diff) - 1``. Negative means the test
+  codec needs fewer bits for the same quality.
+- BD-PSNR: PSNR as a cubic in log-rate; the mean difference over the overlapping log-rate
+  interval, in dB. Positive means the test codec has higher quality at the same rate.
+
+With fewer than four points the polynomial degree drops to (points - 1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+Curve = Sequence[tuple[float, float]]
+
+
+def _clean(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
+    points = sorted((float(r), float(d)) for r, d in curve
+                    if r > 0 and math.isfinite(r) and math.isfinite(d))
+    rate = np.array([p[0] for p in points])
+    dist = np.array([p[1] for p in points])
+    return rate, dist
+
+
+def _mean_of_fit(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    """Mean value over [lo, hi] of the least-squares polynomial of y in x (degree <= 3)."""
+    degree = min(3, len(x) - 1)
+    poly = np.polynomial.Polynomial.fit(x, y, degree).convert()
+    integral = poly.integ()
+    return float((integral(hi) - integral(lo)) / (hi - lo))
+
+
+def bd_rate(test: Curve, reference: Curve) -> float | None:
+    """Percent rate change of ``test`` against ``reference`` at equal PSNR; None without
+    overlap or with fewer than two points on a curve."""
+    r1, d1 = _clean(reference)
+    r2, d2 = _clean(test)
+    if len(r1) < 2 or len(r2) < 2:
+        return None
+    lo, hi = max(d1.min(), d2.min()), min(d1.max(), d2.max())
+    if hi <= lo:
+        return None
+    diff = _mean_of_fit(d2, np.log(r2), lo, hi) - _mean_of_fit(d1, np.log(r1), lo, hi)
+    return 100.0 * (math.exp(diff) - 1.0)
+
+
+def bd_psnr(test: Curve, reference: Curve) -> float | None:
+    """Mean PSNR difference (dB) of ``test`` over ``reference`` at equal rate; None without
+    overlap."""
+    r1, d1 = _clean(reference)
+    r2, d2 = _clean(test)
+    if len(r1) < 2 or len(r2) < 2:
+        return None
+    l1, l2 = np.log(r1), np.log(r2)
+    lo, hi = max(l1.min(), l2.min()), min(l1.max(), l2.max())
+    if hi <= lo:
+        return None
+    return _mean_of_fit(l2, d2, lo, hi) - _mean_of_fit(l1, d1, lo, hi)
+
+
+def psnr_at(curve: Curve, bpp: float) -> float | None:
+    """PSNR at ``bpp``, linear in log-rate between the two nearest points; None outside the
+    curve (never extrapolated)."""
+    rate, dist = _clean(curve)
+    if len(rate) == 0 or not rate.min() <= bpp <= rate.max():
+        return None
+    order = np.argsort(rate)
+    return float(np.interp(math.log(bpp), np.log(rate[order]), dist[order]))

@@ -1,0 +1,45 @@
+"""Quality metrics of the benchmark: PSNR over RGB on 8-bit values, and MS-SSIM.
+
+MS-SSIM is pytorch-msssim's (5 scales, Gaussian window of 11, the usual weights). Images whose
+smaller side is at most 160 pixels are too small for that window at 5 scales; they are measured
+with the largest odd window that fits (at least 3), and :func:`ms_ssim_window` says which.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..codec import psnr
+
+__all__ = ["ms_ssim", "ms_ssim_db", "ms_ssim_window", "psnr"]
+
+
+def ms_ssim_window(height: int, width: int) -> int | None:
+    """The window MS-SSIM uses for an image of this size; None if it is too small."""
+    side = min(height, width)
+    window = 11
+    while window >= 3 and not side > (window - 1) * 16:
+        window -= 2
+    return window if window >= 3 else None
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """MS-SSIM of two uint8 images (H, W, C) in [0, 1]; NaN for images under 33 pixels a side."""
+    try:
+        from pytorch_msssim import ms_ssim as _ms_ssim
+    except ImportError:  # pragma: no cover - an install without the bench extra
+        raise ImportError("MS-SSIM needs pytorch-msssim: pip install 'inrcodec[bench]'") from None
+    window = ms_ssim_window(a.shape[0], a.shape[1])
+    if window is None:
+        return float("nan")
+    x = torch.from_numpy(np.array(a, dtype=np.float64)).permute(2, 0, 1)[None]
+    y = torch.from_numpy(np.array(b, dtype=np.float64)).permute(2, 0, 1)[None]
+    return float(_ms_ssim(x, y, data_range=255, size_average=True, win_size=window))
+
+
+def ms_ssim_db(value: float) -> float:
+    """MS-SSIM as decibels, -10 log10(1 - MS-SSIM), the usual scale for plotting it."""
+    return float("inf") if value >= 1 else -10 * math.log10(1 - value)

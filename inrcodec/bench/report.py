@@ -1,0 +1,262 @@
+"""Turning benchmark rows into a report: curves, Bjontegaard deltas, plots and a visual.
+
+A codec's curve has one point per setting: the mean bits per pixel and the mean PSNR (and
+MS-SSIM) over the images, as the published anchors are computed. Only settings measured on every
+image count. BD-rates are against the live JPEG 4:2:0 curve of the same run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .bdrate import bd_psnr, bd_rate, psnr_at
+from .metrics import ms_ssim_db
+
+RATES = (0.25, 0.5, 1.0)
+REFERENCE = "jpeg"
+
+#: Published curves drawn beside ours (file stem -> label), from shared/anchors/kodak.
+ANCHORS = {
+    "coin": "COIN",
+    "coinpp": "COIN++",
+    "strumpler_basic_8bit": "Struempler et al. 8-bit",
+    "strumpler_meta_7bit": "Struempler et al. meta 7-bit",
+    "coolchic_v5": "Cool-chic v5",
+    "c3": "C3",
+    "bpg444_compressai": "BPG 4:4:4",
+    "vtm_intra_compressai": "VTM intra",
+}
+
+
+@dataclass
+class Curve:
+    codec: str
+    label: str
+    kind: str  # "inr", "classical" or "published"
+    points: list[tuple[float, float, float]]  # (bpp, psnr, ms-ssim), sorted by bpp
+    encode_seconds: float | None = None
+    decode_seconds: float | None = None
+    peak_memory_mb: float | None = None
+
+    def rd(self) -> list[tuple[float, float]]:
+        return [(b, p) for b, p, _ in self.points]
+
+    def rd_msssim(self) -> list[tuple[float, float]]:
+        return [(b, ms_ssim_db(m)) for b, _, m in self.points if math.isfinite(m)]
+
+
+def anchors_folder() -> Path | None:
+    project = Path(__file__).resolve().parents[2]
+    for root in (Path.cwd(), project):
+        candidate = root.parent / "shared" / "anchors" / "kodak"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def load_anchors(folder: Path | None = None) -> list[Curve]:
+    folder = folder or anchors_folder()
+    curves = []
+    if folder is None:
+        return curves
+    for stem, label in ANCHORS.items():
+        path = folder / f"{stem}.csv"
+        if not path.exists():
+            continue
+        with path.open() as f:
+            points = [(float(r["bpp"]), float(r["psnr"]), float("nan")) for r in csv.DictReader(f)]
+        curves.append(Curve(stem, label + " (published)", "published", sorted(points)))
+    return curves
+
+
+def curves_from_rows(rows: list[dict], n_images: int) -> list[Curve]:
+    by_setting: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for row in rows:
+        if not row.get("error"):
+            by_setting[(row["codec"], row["setting"])].append(row)
+    per_codec: dict[str, list[dict]] = defaultdict(list)
+    for (codec, _), group in by_setting.items():
+        if len({r["image"] for r in group}) == n_images:
+            per_codec[codec].append(group)
+    curves = []
+    for codec, groups in per_codec.items():
+        points = sorted((statistics.fmean(r["bpp"] for r in g),
+                         statistics.fmean(r["psnr"] for r in g),
+                         statistics.fmean(r["ms_ssim"] for r in g)) for g in groups)
+        flat = [r for g in groups for r in g]
+        curves.append(Curve(codec, flat[0]["label"], flat[0]["kind"], points,
+                            statistics.median(r["encode_seconds"] for r in flat),
+                            statistics.median(r["decode_seconds"] for r in flat),
+                            max(r["peak_memory_mb"] for r in flat)))
+    order = {"inr": 0, "classical": 1}
+    return sorted(curves, key=lambda c: (order.get(c.kind, 2), c.codec))
+
+
+def fmt(value, digits=2, suffix="") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def summary_table(curves: list[Curve], reference: Curve | None) -> str:
+    head = ["codec", "points", "bpp range"] + [f"PSNR @ {r} bpp" for r in RATES] + [
+        "BD-rate vs JPEG", "BD-PSNR vs JPEG", "median encode s", "median decode s",
+        "peak memory MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in curves:
+        rd = c.rd()
+        bdr = bd_rate(rd, reference.rd()) if reference and c is not reference else None
+        bdp = bd_psnr(rd, reference.rd()) if reference and c is not reference else None
+        cells = [c.label, str(len(rd)), f"{rd[0][0]:.3f}-{rd[-1][0]:.3f}" if rd else "-"]
+        cells += [fmt(psnr_at(rd, r)) for r in RATES]
+        cells += [fmt(bdr, 1, "%") if c is not reference else "(reference)",
+                  fmt(bdp, 2, " dB") if c is not reference else "(reference)",
+                  fmt(c.encode_seconds, 3 if (c.encode_seconds or 0) < 1 else 1),
+                  fmt(c.decode_seconds, 3), fmt(c.peak_memory_mb, 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curve_tables(curves: list[Curve]) -> str:
+    out = []
+    for c in curves:
+        out.append(f"**{c.label}** (`{c.codec}`)\n\n| mean bpp | mean PSNR (dB) | mean MS-SSIM |\n"
+                   "|---|---|---|")
+        out += [f"| {b:.4f} | {p:.3f} | {m:.5f} |" for b, p, m in c.points]
+        out.append("")
+    return "\n".join(out)
+
+
+def failures(rows: list[dict]) -> str:
+    failed = [r for r in rows if r.get("error")]
+    if not failed:
+        return ""
+    lines = ["| image | codec | setting | error |", "|---|---|---|---|"]
+    lines += [f"| {r['image']} | {r['codec']} | {r['setting']} | {r['error']} |" for r in failed]
+    return "\n".join(lines)
+
+
+def per_image_seconds(rows: list[dict]) -> str:
+    """Median encode seconds per image and inr codec (over its settings)."""
+    inr = sorted({r["codec"] for r in rows if r["kind"] == "inr"})
+    if not inr:
+        return ""
+    images = sorted({r["image"] for r in rows})
+    cell: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "inr" and not r.get("error"):
+            cell[(r["image"], r["codec"])].append(r["encode_seconds"])
+    lines = ["| image | " + " | ".join(inr) + " |", "|" + "---|" * (len(inr) + 1)]
+    for im in images:
+        lines.append(f"| {im} | " + " | ".join(
+            fmt(statistics.median(cell[(im, c)]), 1) if cell[(im, c)] else "-" for c in inr)
+            + " |")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    facts = {"platform": platform.platform(), "python": sys.version.split()[0],
+             "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                facts["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                facts["memory"] = f"{int(line.split()[1]) / 2 ** 20:.1f} GiB"
+                break
+    except OSError:
+        pass
+    import torch
+    facts["torch threads"] = torch.get_num_threads()
+    return facts
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    from PIL import features
+    out = {}
+    for dist in ("inrcodec", "torch", "numpy", "pillow", "zstandard", "scikit-image",
+                 "pytorch-msssim", "matplotlib"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "not installed"
+    for feature, name in (("jpg", "libjpeg"), ("webp", "libwebp"), ("avif", "libavif"),
+                          ("jpg_2000", "openjpeg")):
+        out[name] = features.version(feature) or "unavailable"
+    return out
+
+
+def write_rows(rows: list[dict], out: Path) -> None:
+    rows = sorted(rows, key=lambda r: (r["codec"], r["image"], r["setting"]))
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_curves(curves: list[Curve], anchors: list[Curve], out: Path, metric: str,
+                title: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    styles = {"inr": dict(lw=2.2, marker="o", ms=5), "classical": dict(lw=1.2, marker=".", ms=5),
+              "published": dict(lw=1.2, ls="--", marker="x", ms=4, alpha=0.8)}
+    for c in curves + (anchors if metric == "psnr" else []):
+        rd = c.rd() if metric == "psnr" else c.rd_msssim()
+        if not rd:
+            continue
+        xs, ys = zip(*rd)
+        ax.plot(xs, ys, label=c.label, **styles[c.kind])
+    ax.set_xlim(0, 2.0)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR (dB, RGB)" if metric == "psnr" else "MS-SSIM (dB: -10 log10(1 - MS-SSIM))")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    path = out / f"rd_{metric}.png"
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def visual(panels: list[tuple[str, np.ndarray]], out: Path, name: str) -> Path:
+    """A row of equally sized crops with their captions."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    h, w = panels[0][1].shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * w / 80, rows * (h / 80 + 0.5)), dpi=100,
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (caption, crop) in zip(axes.ravel(), panels):
+        ax.imshow(crop[..., 0] if crop.shape[-1] == 1 else crop, cmap="gray",
+                  interpolation="nearest")
+        ax.set_title(caption, fontsize=8)
+    fig.tight_layout()
+    path = out / name
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,163 @@
+"""Running benchmark jobs: one per (image, codec, setting), cached, optionally in parallel.
+
+Every finished job is written to ``DIR/cache/<key>.json`` at once (and an inr job's file to
+``<key>.inr``), so an interrupted run resumes where it stopped. The key covers the image's
+pixels, the codec spec, the setting, the effort and the codec's fingerprint (library versions;
+for inr codecs a hash of the codec's source), so a changed encoder is measured again.
+
+Peak memory of an encode is the resident-set high-water mark of the process that ran it, reset
+before the job where Linux allows (``/proc/self/clear_refs``), so it includes the interpreter and
+its libraries (about 0.3 GiB with torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InrError
+from .codecs import parse_codec
+from .datasets import BenchImage
+from .metrics import ms_ssim, psnr
+
+
+@dataclass(frozen=True)
+class Job:
+    image: BenchImage
+    spec: str
+    setting: float
+    effort: str
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        text = json.dumps([self.image.digest, self.spec, self.setting, self.effort,
+                           self.fingerprint])
+        return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def reset_peak_memory() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_job(job: Job) -> tuple[dict, bytes | None]:
+    """Encode, decode and measure one job; the result row and, for inr codecs, the file.
+
+    A job the codec refuses (say, a rate too low for an image this small) gives a row with its
+    ``error`` and no measurements; the report lists it and leaves its setting out of the curve.
+    """
+    codec = parse_codec(job.spec)
+    pixels = job.image.pixels
+    h, w = pixels.shape[:2]
+    row = {
+        "image": job.image.name, "codec": job.spec, "label": codec.label, "kind": codec.kind,
+        "setting": job.setting, "effort": job.effort if codec.kind == "inr" else "",
+        "width": w, "height": h, "error": ""}
+    reset_peak_memory()
+    try:
+        outcome = codec.run(pixels, job.setting, job.effort)
+    except InrError as exc:
+        nan = float("nan")
+        row.update(bytes=0, bpp=nan, psnr=nan, ms_ssim=nan, encode_seconds=nan,
+                   decode_seconds=nan, peak_memory_mb=nan, error=str(exc))
+        return row, None
+    peak = peak_memory_bytes()
+    row.update({
+        "bytes": len(outcome.data),
+        "bpp": 8 * len(outcome.data) / (w * h),
+        "psnr": psnr(outcome.decoded, pixels), "ms_ssim": ms_ssim(outcome.decoded, pixels),
+        "encode_seconds": outcome.encode_seconds, "decode_seconds": outcome.decode_seconds,
+        "peak_memory_mb": peak / 2 ** 20,
+    })
+    return row, outcome.data if codec.kind == "inr" else None
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+class Cache:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, job: Job) -> dict | None:
+        path = self.folder / f"{job.key}.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, job: Job, row: dict, data: bytes | None) -> None:
+        from ..imageio import write_atomic
+        if data is not None:
+            write_atomic(self.folder / f"{job.key}.inr", data)
+        write_atomic(self.folder / f"{job.key}.json", json.dumps(row).encode())
+
+    def file(self, job: Job) -> bytes | None:
+        path = self.folder / f"{job.key}.inr"
+        return path.read_bytes() if path.exists() else None
+
+
+def run_jobs(jobs: list[Job], cache: Cache, workers: int = 1,
+             on_done: Callable[[dict, bool], None] | None = None) -> list[dict]:
+    """Results of every job, from the cache where present; ``on_done(row, cached)`` after each."""
+    rows: list[dict] = []
+    todo = []
+    for job in jobs:
+        row = cache.get(job)
+        if row is None:
+            todo.append(job)
+        else:
+            rows.append(row)
+            if on_done:
+                on_done(row, True)
+    if workers <= 1:
+        for job in todo:
+            row, data = run_job(job)
+            cache.put(job, row, data)
+            rows.append(row)
+            if on_done:
+                on_done(row, False)
+        return rows
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(run_job, job): job for job in todo}
+        for future in as_completed(futures):
+            row, data = future.result()
+            cache.put(futures[future], row, data)
+            rows.append(row)
+            if on_done:
+                on_done(row, False)
+    return rows
+
+
+def image_lookup(images: list[BenchImage]) -> dict[str, np.ndarray]:
+    return {im.name: im.pixels for im in images}
