@@ -4,10 +4,10 @@ container, and back.
 :func:`compress` and :func:`decompress` are the library's entry points (``encode``/``decode`` are
 the same with plain return values). Rate control: a target in bits per pixel (``bpp``, or
 ``quality`` through :func:`quality_to_bpp`) becomes a byte budget for the whole file. The network
-is sized so that its weights at about :data:`BITS_PER_WEIGHT` bits each fill the budget; after
-fitting, a search over one step-size multiplier shared by all tensors finds the finest
-quantisers whose entropy-coded payload fits; quantisation-aware fine-tuning then runs through those
-quantisers, and a last check coarsens them if the file still overshoots.
+is sized so that its weights fill the budget; after fitting, the quantiser step sizes are
+searched so the entropy-coded payload fits; quantisation-aware fine-tuning then runs through
+those quantisers, and a last check coarsens them if the file still overshoots (see
+:mod:`.ratecontrol`).
 """
 
 from __future__ import annotations
@@ -29,13 +29,9 @@ from .fit import FitOptions, FitReport, Progress, fit, psnr_of
 from .imageio import MAX_PIXELS, MAX_SIDE, ImageLike, load_image
 from .models import FAMILIES, get_family
 from .models.base import ImageModel
-from .quantize import MAX_BITS, MIN_BITS, TensorQuant, choose, to_symbols, from_symbols
+from .quantize import TensorQuant, from_symbols, to_symbols
+from .ratecontrol import BITS_PER_WEIGHT, budget_quantiser, fit_to_budget, fixed_bits
 
-#: Expected entropy-coded bits per weight when sizing a network for a budget (measured on Kodak
-#: with 8-bit-range quantisers and zstd; rate control corrects the rest after fitting).
-BITS_PER_WEIGHT = 6.5
-#: The file never exceeds its budget by more than this factor.
-RATE_TOLERANCE = 1.05
 
 #: Training presets. ``steps`` and ``qat_steps`` count optimiser steps; ``batch`` is samples per
 #: network per step.
@@ -107,42 +103,6 @@ def _serialise(model: ImageModel, quants: dict[str, TensorQuant]) -> bytes:
     return _model_file(model, ordered, payload).to_bytes()
 
 
-def _scaled(tensor: torch.Tensor, base: TensorQuant, factor: float) -> TensorQuant:
-    """A quantiser ``factor`` times coarser than ``base``, with just enough bits for its range."""
-    step = float(np.float32(base.step * factor))
-    peak = float(tensor.abs().max()) if tensor.numel() else 0.0
-    bits = max(MIN_BITS, int(math.ceil(math.log2(round(peak / step) + 1))) + 1)
-    if bits > MAX_BITS:
-        return TensorQuant(MAX_BITS, float(np.float32(peak / ((1 << (MAX_BITS - 1)) - 1))))
-    return TensorQuant(bits, step)
-
-
-def budget_quantiser(budget_bytes: float):
-    """A quantiser search: the finest shared step multiplier whose payload fits the budget."""
-
-    def choose_quants(tensors: dict[str, torch.Tensor]) -> dict[str, TensorQuant]:
-        base = {n: choose(t, 8) for n, t in tensors.items()}
-
-        def attempt(factor: float) -> tuple[dict[str, TensorQuant], int]:
-            quants = {n: _scaled(t, base[n], factor) for n, t in tensors.items()}
-            symbols = [to_symbols(t, quants[n]) for n, t in tensors.items()]
-            size = len(entropy.encode(symbols, [q.bits for q in quants.values()]))
-            return quants, size
-
-        lo, hi = math.log(1 / 64), math.log(64)  # factor range, searched in log space
-        best = attempt(math.exp(hi))[0]
-        for _ in range(14):
-            mid = 0.5 * (lo + hi)
-            quants, size = attempt(math.exp(mid))
-            if size <= budget_bytes:
-                best, hi = quants, mid
-            else:
-                lo = mid
-        return best
-
-    return choose_quants
-
-
 def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None,
              quality: float | None = None, effort: str = "default", steps: int | None = None,
              seed: int = 0, encoding: str | None = None, color: str | None = None,
@@ -195,25 +155,31 @@ def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None
     header_bytes = _header_size(net)
     payload_budget = budget - header_bytes
     if bits is not None:
-        quantiser = lambda tensors: {n: choose(t, bits) for n, t in tensors.items()}  # noqa: E731
+        quantiser = fixed_bits(bits)
     else:
         if payload_budget <= 16:
             raise InrInputError(f"{bpp} bpp is {budget:.0f} bytes for this image, too few for "
                                 f"the {header_bytes}-byte header of a {family.name} model")
         total = net.n_params()
 
-        def quantiser(tensors: dict[str, torch.Tensor]) -> dict[str, TensorQuant]:
+        def quantiser(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None
+                      ) -> dict[str, TensorQuant]:
             share = sum(t.numel() for t in tensors.values()) / total
-            return budget_quantiser(payload_budget * share)(tensors)
+            return budget_quantiser(payload_budget * share)(tensors, sensitivity)
 
     options = FitOptions(seed=seed, compile=compile, quantiser=quantiser, **preset)
     target = transform.forward(_image_tensor(pixels))
     report = fit(net, target, options, progress)
     quants = dict(report.quants)
-    data = _serialise(net, quants)
     if bits is None:
-        data, quants = _fit_to_budget(net, quants, data, budget)
+        tensors = {n: p.detach() for n, p in net.tensors()}
+        try:
+            data, quants = fit_to_budget(tensors, quants, lambda q: _serialise(net, q), budget)
+        except ValueError as exc:
+            raise InrInputError(str(exc)) from None
         _apply(net, quants)
+    else:
+        data = _serialise(net, quants)
     decoded = _render_uint8(net, height, width)
     return EncodeResult(data=data, width=width, height=height, model=family.name,
                         params=net.n_params(), psnr=psnr(decoded, pixels),
@@ -256,20 +222,6 @@ def _apply(net: ImageModel, quants: dict[str, TensorQuant]) -> None:
         for n, p in net.tensors():
             q = quants[n]
             p.copy_(from_symbols(to_symbols(p, q), q, tuple(p.shape)))
-
-
-def _fit_to_budget(net: ImageModel, quants: dict[str, TensorQuant], data: bytes, budget: float
-                   ) -> tuple[bytes, dict[str, TensorQuant]]:
-    """Coarsen all quantisers together until the file is within the rate tolerance."""
-    factor = 1.0
-    tensors = dict(net.tensors())
-    while len(data) > budget * RATE_TOLERANCE:
-        factor *= 1.03
-        quants = {n: _scaled(tensors[n].detach(), q, 1.03) for n, q in quants.items()}
-        data = _serialise(net, quants)
-        if factor > 1e4:
-            raise InrInputError("cannot meet the rate target with this model")
-    return data, quants
 
 
 def encode(image: ImageLike, **options) -> bytes:

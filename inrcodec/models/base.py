@@ -31,6 +31,11 @@ from ..fields import Reader, Schema
 RENDER_CHUNK = 1 << 16
 #: Output pixels per rendered band.
 BAND_PIXELS = 1 << 18
+#: Most pixels an evaluation during training renders (larger images are subsampled).
+EVAL_PIXELS = 1 << 18
+
+#: Draws the image (or a part of a model) at sample positions ys x xs -> (len ys, len xs, C).
+BandRenderer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def sample_positions(n: int, out: int) -> torch.Tensor:
@@ -122,23 +127,41 @@ class ImageModel(torch.nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def render_bands(self, out_h: int, out_w: int) -> Iterator[tuple[int, torch.Tensor]]:
+    def render_bands(self, out_h: int, out_w: int, render_band: BandRenderer | None = None
+                     ) -> Iterator[tuple[int, torch.Tensor]]:
         """The image sampled on an out_h x out_w grid, as (first row, band) pairs of a bounded
-        number of pixels each, so that any output size renders in bounded memory."""
+        number of pixels each, so that any output size renders in bounded memory.
+        ``render_band`` replaces the model's own (to draw a part of the model)."""
+        render_band = render_band or self.render_band
         ys = sample_positions(self.height, out_h)
         xs = sample_positions(self.width, out_w)
         rows = max(1, BAND_PIXELS // out_w)
         for r0 in range(0, out_h, rows):
-            yield r0, self.render_band(ys[r0:r0 + rows], xs)
+            yield r0, render_band(ys[r0:r0 + rows], xs)
 
-    def render(self, out_h: int | None = None, out_w: int | None = None) -> torch.Tensor:
+    def render(self, out_h: int | None = None, out_w: int | None = None,
+               render_band: BandRenderer | None = None) -> torch.Tensor:
         """The whole image (out_h, out_w, C) in model space; by default at its own size."""
         out_h, out_w = out_h or self.height, out_w or self.width
-        return torch.cat([band for _, band in self.render_bands(out_h, out_w)], dim=0)
+        return torch.cat([band for _, band in self.render_bands(out_h, out_w, render_band)])
 
-    def mse_against(self, target: torch.Tensor) -> float:
-        """RGB MSE of the rendered image against ``target`` (model space, H x W x C)."""
-        return rgb_mse(self.color, self.render(), target)
+    @torch.no_grad()
+    def mse_against(self, target: torch.Tensor, render_band: BandRenderer | None = None
+                    ) -> float:
+        """RGB MSE against ``target`` (model space, H x W x C) of the image ``render_band``
+        (by default the model's own) draws at the pixel centres.
+
+        Images of more than EVAL_PIXELS pixels are compared on every s-th row and column (the
+        smallest s that fits), so evaluations during training cost the same for any image.
+        """
+        render_band = render_band or self.render_band
+        h, w = target.shape[:2]
+        stride = max(1, math.ceil(math.sqrt(h * w / EVAL_PIXELS)))
+        ys = torch.arange(0, h, stride, dtype=torch.float32) + 0.5
+        xs = torch.arange(0, w, stride, dtype=torch.float32) + 0.5
+        rows = max(1, BAND_PIXELS // len(xs))
+        rendered = torch.cat([render_band(ys[r:r + rows], xs) for r in range(0, len(ys), rows)])
+        return rgb_mse(self.color, rendered, target[::stride, ::stride])
 
     # -- sizing ---------------------------------------------------------------------------
     @classmethod

@@ -25,7 +25,7 @@ from ..color import ColorTransform
 from ..encodings import Encoding
 from ..errors import InrFormatError
 from ..fields import Field, Reader, Schema
-from .base import FitTask, ImageModel, SirenStack, rgb_mse, sample_positions
+from .base import FitTask, ImageModel, SirenStack
 from .gridded import COLS, OVERLAP, ROWS, grid_for
 from .siren import W0, W0_FIRST, TiledSiren, largest_width
 from .tiling import Tiling
@@ -112,9 +112,7 @@ class Residual(ImageModel):
                                  share=BASE_STEPS)
         if self.hparams["cells"] == 0:
             return
-        with torch.no_grad():
-            base = self.base_render(self.height, self.width)
-        residual = target - base
+        residual = target - self.render(render_band=self.base_band)
         error = self.color.rgb_error(residual).square().sum(-1)
         cells = self.choose_cells(error)
         self.extra = {"cells": cells}
@@ -135,14 +133,14 @@ class Residual(ImageModel):
         ranked = sorted(range(len(totals)), key=lambda i: (-totals[i], i))
         return sorted(ranked[:hp["cells"]])
 
-    def base_render(self, out_h: int, out_w: int) -> torch.Tensor:
-        out = torch.zeros(out_h, out_w, self.channels)
-        self.base.render_into(out, sample_positions(self.height, out_h),
-                              sample_positions(self.width, out_w))
+    def base_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """The base network alone at sample positions ys x xs."""
+        out = torch.zeros(len(ys), len(xs), self.channels)
+        self.base.render_into(out, ys, xs)
         return out
 
     def base_mse(self, target: torch.Tensor) -> float:
-        return rgb_mse(self.color, self.base_render(self.height, self.width), target)
+        return self.mse_against(target, self.base_band)
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(len(ys), len(xs), self.channels)
