@@ -107,10 +107,28 @@ def main(version: bool = typer.Option(False, "--version", callback=version_callb
     """Encode images to .inr files, decode them at any resolution, inspect and benchmark."""
 
 
+def batch_target(inputs: list[str], output: str) -> bool:
+    """Several inputs, or an output that names a folder, mean batch mode."""
+    return len(inputs) > 1 or output.endswith(("/", os.sep)) or Path(output).is_dir()
+
+
+def finish_batch(outcomes, as_json: bool, columns) -> None:
+    from .batch import summary
+    if as_json:
+        typer.echo(json.dumps([{"input": o.source, "output": o.target, "ok": o.ok,
+                                "error": o.error, **o.facts} for o in outcomes]))
+    summary(outcomes, columns)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        fail(f"{len(failed)} of {len(outcomes)} files failed")
+
+
 @app.command()
 def encode(
-    input: str = typer.Argument(..., help="Image to encode (PNG, JPEG, ...); - reads stdin."),
-    output: str = typer.Option(..., "-o", "--output", help="The .inr file to write; - for stdout."),
+    inputs: list[str] = typer.Argument(..., help="Image(s) to encode (PNG, JPEG, ...); - reads "
+                                       "stdin."),
+    output: str = typer.Option(..., "-o", "--output", help="The .inr file to write (- for "
+                               "stdout), or a folder (OUTDIR/) for several inputs."),
     model: str = typer.Option("siren", "--model", "-m", help="Model family: "
                               + ", ".join(inrcodec.FAMILIES) + "."),
     bpp: Optional[float] = typer.Option(None, help="Target bits per pixel (the file lands at "
@@ -124,10 +142,25 @@ def encode(
                                            "fourier:N:SCALE[:SEED]; the family's default if unset."),
     hparam: list[str] = typer.Option([], "--hparam", help="A hyper-parameter, NAME=VALUE "
                                      "(repeatable), e.g. width=64."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    jobs: int = typer.Option(1, min=1, help="Files encoded in parallel (several inputs)."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (a "
+                                 "list of them for several inputs)."),
 ) -> None:
-    """Fit a network to an image and write it as a .inr file."""
+    """Fit a network to an image and write it as a .inr file (or many, into a folder)."""
     with user_errors():
+        options = dict(model=model, bpp=bpp, quality=quality, effort=effort, steps=steps,
+                       seed=seed, encoding=encoding, hparams=parse_hparams(hparam),
+                       device=device)
+        if batch_target(inputs, output):
+            from .batch import encode_file, plan_outputs, run_batch
+            pairs = plan_outputs(inputs, output, ".inr")
+            outcomes = run_batch(encode_file, pairs, options, jobs, "encoding")
+            finish_batch(outcomes, as_json, [("bytes", "bytes", "d"), ("bpp", "bpp", ".3f"),
+                                             ("PSNR dB", "psnr", ".2f"),
+                                             ("seconds", "seconds", ".1f")])
+            return
+        input = inputs[0]
         if as_json and output == "-":
             raise InrInputError("--json prints to stdout, so the .inr file cannot go there too")
         check_output(output, input)
@@ -135,9 +168,7 @@ def encode(
         name = "stdin" if input == "-" else input
         image = inrcodec.load_image(data, name)
         with encode_progress(name) as progress:
-            result = codec.compress(image, model=model, bpp=bpp, quality=quality, effort=effort,
-                                    steps=steps, seed=seed, encoding=encoding,
-                                    hparams=parse_hparams(hparam), progress=progress)
+            result = codec.compress(image, progress=progress, **options)
         write_atomic(output, result.data)
         if as_json:
             typer.echo(json.dumps(result.as_dict()))
@@ -149,17 +180,30 @@ def encode(
 
 @app.command()
 def decode(
-    input: str = typer.Argument(..., help="The .inr file; - reads stdin."),
+    inputs: list[str] = typer.Argument(..., help="The .inr file(s); - reads stdin."),
     output: str = typer.Option(..., "-o", "--output", help="Image to write (format from the "
-                               "extension, PNG by default); - writes PNG to stdout."),
+                               "extension, PNG by default; - writes PNG to stdout), or a folder "
+                               "(OUTDIR/) for several inputs."),
     scale: Optional[float] = typer.Option(None, help="Render at this scale of the stored size."),
     size: Optional[str] = typer.Option(None, help="Render at exactly WIDTHxHEIGHT."),
+    jobs: int = typer.Option(1, min=1, help="Files decoded in parallel (several inputs)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto (CUDA when present)."),
 ) -> None:
-    """Render a .inr file to an image, at its own size or any other."""
+    """Render .inr files to images, at their own size or any other."""
     with user_errors():
+        wanted = parse_size(size) if size else None
+        if batch_target(inputs, output):
+            from .batch import decode_file, plan_outputs, run_batch
+            pairs = plan_outputs(inputs, output, ".png")
+            outcomes = run_batch(decode_file, pairs,
+                                 {"scale": scale, "size": wanted, "device": device}, jobs,
+                                 "decoding")
+            finish_batch(outcomes, False, [("width", "width", "d"), ("height", "height", "d"),
+                                           ("seconds", "seconds", ".2f")])
+            return
+        input = inputs[0]
         check_output(output, input)
-        data = read_input(input)
-        pixels = codec.decode(data, scale=scale, size=parse_size(size) if size else None)
+        pixels = codec.decode(read_input(input), scale=scale, size=wanted, device=device)
         fmt = "PNG"
         if output != "-":
             from PIL import Image

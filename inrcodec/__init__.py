@@ -18,8 +18,11 @@ from .container import InrFile, parse
 from .errors import InrError, InrFormatError, InrInputError
 from .imageio import load_image
 from .models import FAMILIES
+from .pillow import register as _register_pillow_plugin
 
 __version__ = "0.1.0"
+
+_register_pillow_plugin()
 
 __all__ = ["EFFORTS", "EncodeResult", "FAMILIES", "InrError", "InrFile", "InrFormatError",
            "InrInputError", "__version__", "compress", "decode", "encode", "info", "load_image",

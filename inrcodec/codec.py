@@ -107,8 +107,8 @@ def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None
              quality: float | None = None, effort: str = "default", steps: int | None = None,
              seed: int = 0, encoding: str | None = None, color: str | None = None,
              hparams: dict | None = None, bits: int | None = None, compile: bool | None = None,
-             progress: Callable[[Progress], None] | None = None, **fit_overrides
-             ) -> EncodeResult:
+             device: str = "auto", progress: Callable[[Progress], None] | None = None,
+             **fit_overrides) -> EncodeResult:
     """Encode an image. Returns the `.inr` bytes with the encoding's measurements.
 
     - ``model``: a family name (see ``inrcodec.FAMILIES``).
@@ -121,6 +121,8 @@ def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None
     - ``bits``: quantise every tensor to this many bits instead of searching the step for the
       rate target (the file is then as large as it comes out).
     - ``encoding``: ``none``, ``positional:L`` or ``fourier:N:SCALE[:SEED]``.
+    - ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; the file is the same
+      format either way.
     """
     start = time.perf_counter()
     pixels = load_image(image)
@@ -145,6 +147,8 @@ def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None
         raise InrInputError(str(exc)) from None
 
     net = _build_model(family, height, width, transform, enc, dict(hparams or {}), budget, seed)
+    torch_device = resolve_device(device)
+    net.to(torch_device)
     preset = dict(EFFORTS[effort])
     if steps is not None:
         if steps < 1:
@@ -170,6 +174,7 @@ def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None
     options = FitOptions(seed=seed, compile=compile, quantiser=quantiser, **preset)
     target = transform.forward(_image_tensor(pixels))
     report = fit(net, target, options, progress)
+    net.cpu()  # the final checks and the reported PSNR use the CPU decoder's arithmetic
     quants = dict(report.quants)
     if bits is None:
         tensors = {n: p.detach() for n, p in net.tensors()}
@@ -229,7 +234,18 @@ def encode(image: ImageLike, **options) -> bytes:
     return compress(image, **options).data
 
 
-def load_model(data: bytes) -> ImageModel:
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when torch sees a GPU, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise InrInputError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InrInputError("no CUDA device is available to torch here")
+    return torch.device(device)
+
+
+def load_model(data: bytes, device: str = "cpu") -> ImageModel:
     """Parse a `.inr` file and rebuild its network with the stored weights."""
     f = container.parse(data)
     family = FAMILIES[f.family]
@@ -245,7 +261,7 @@ def load_model(data: bytes) -> ImageModel:
                 raise container.InrFormatError(f"tensor {name} has symbols beyond its "
                                                f"{q.bits}-bit range")
             p.copy_(from_symbols(s, q, tuple(p.shape)))
-    return net
+    return net.to(resolve_device(device))
 
 
 def output_size(width: int, height: int, scale: float | None = None,
@@ -273,10 +289,13 @@ def _render_uint8(net: ImageModel, out_h: int, out_w: int) -> np.ndarray:
     return out
 
 
-def decode(data: bytes, scale: float | None = None, size: tuple[int, int] | None = None
-           ) -> np.ndarray:
-    """Decode `.inr` bytes to a uint8 array (H, W, C), C = 3 or 1, at any scale or size."""
-    net = load_model(data)
+def decode(data: bytes, scale: float | None = None, size: tuple[int, int] | None = None,
+           device: str = "cpu") -> np.ndarray:
+    """Decode `.inr` bytes to a uint8 array (H, W, C), C = 3 or 1, at any scale or size.
+
+    ``device`` renders on ``cuda`` (or ``auto``); the CPU default needs no GPU and gives the
+    same pixels everywhere up to floating-point rounding (one 8-bit level at most)."""
+    net = load_model(data, device)
     out_w, out_h = output_size(net.width, net.height, scale, size)
     return _render_uint8(net, out_h, out_w)
 

@@ -9,6 +9,8 @@ finally set to exactly the values the decoder will rebuild, so the next stage (t
 family's) fits what the *decoded* earlier stage misses.
 
 Training counts steps, never seconds: the same image, options and seed give the same weights.
+Batches are drawn on the CPU (so both devices see the same batches) and moved to the model's
+device, which may be a GPU.
 The step (forward, backward and Adam update) is compiled with ``torch.compile`` when a stage is
 long enough for the compilation to pay for itself.
 """
@@ -115,7 +117,8 @@ class _Loop:
         self.batch = max(1, min(max(16, per_group), task.samples))
         module = task.module
         self.named = [(n, p) for n, p in module.named_parameters()]
-        self.lr = torch.tensor(peak_lr)
+        self.device = self.named[0][1].device
+        self.lr = torch.tensor(peak_lr, device=self.device)
         self.optimizer = torch.optim.Adam([p for _, p in self.named], lr=self.lr)
 
         def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -160,6 +163,7 @@ class _Loop:
         for i in range(self.steps):
             self.lr.fill_(_schedule(i, self.steps, self.options, self.peak_lr))
             x, y = self.task.sample(self.generator, self.batch)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if i == 0:
                 start = time.perf_counter()
                 self.step(x, y)  # compiles, when compiling
@@ -230,7 +234,8 @@ def measure_sensitivity(task: FitTask, seed: int) -> dict[str, float]:
         saved = p.detach().clone()
         increase = 0.0
         for _ in range(PROBES):
-            p.add_((torch.rand(p.shape, generator=generator) * 2 - 1) * amplitude)
+            noise = (torch.rand(p.shape, generator=generator) * 2 - 1) * amplitude
+            p.add_(noise.to(p.device))
             increase += task.evaluate() - base
             p.copy_(saved)
         out[name] = max(increase / PROBES, 1e-12) / (amplitude ** 2 / 3)

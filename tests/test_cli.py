@@ -105,3 +105,36 @@ def test_an_input_is_never_overwritten(files):
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and inrcodec.__version__ in result.stdout
+
+
+def test_batch_encode_and_decode_with_a_failure(files, tmp_path):
+    folder, png, _ = files
+    other = tmp_path / "other.png"
+    Image.open(png).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "encoded"
+    result = invoke("encode", png, other, broken, "-o", f"{out}/", "--bpp", "2", "--steps", "30",
+                    "--effort", "fast", "--jobs", "2", "--json")
+    assert result.exit_code == 1  # one file failed
+    facts = json.loads(result.stdout)
+    assert [f["ok"] for f in facts] == [True, True, False]
+    assert "not an image" in facts[2]["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["in.inr", "other.inr"]
+    assert "2 of 3 files done" in result.stderr
+    assert "inr: error: 1 of 3 files failed" in result.stderr
+
+    decoded = tmp_path / "decoded"
+    result = invoke("decode", out / "in.inr", out / "other.inr", "-o", f"{decoded}/", "--scale", "2")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in decoded.iterdir()) == ["in.png", "other.png"]
+    assert Image.open(decoded / "other.png").size == (128, 96)
+
+
+def test_batch_refuses_name_clashes(files, tmp_path):
+    _, png, _ = files
+    twin = tmp_path / "sub" / "in.png"
+    twin.parent.mkdir()
+    twin.write_bytes(png.read_bytes())
+    result = invoke("encode", png, twin, "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "both be written" in one_error_line(result)

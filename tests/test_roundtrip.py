@@ -116,3 +116,20 @@ def test_decode_refuses_absurd_output_sizes(encoded):
         inrcodec.decode(encoded.data, scale=10000)
     with pytest.raises(inrcodec.InrInputError, match="scale"):
         inrcodec.decode(encoded.data, scale=-1)
+
+
+def test_device_choice(image, encoded):
+    import torch
+    from inrcodec.codec import resolve_device
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(inrcodec.InrInputError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(inrcodec.InrInputError, match="CUDA"):
+            inrcodec.compress(image, bpp=2.0, steps=5, device="cuda", **FAST)
+    else:  # a file encoded on the GPU decodes on the CPU to within one level of the GPU decode
+        data = inrcodec.encode(image, bpp=2.0, steps=50, device="cuda", **FAST)
+        cpu = inrcodec.decode(data).astype(int)
+        gpu = inrcodec.decode(data, device="cuda").astype(int)
+        assert np.abs(cpu - gpu).max() <= 1

@@ -232,7 +232,7 @@ def rgb_mse_loss(color: ColorTransform) -> Callable[[torch.Tensor, torch.Tensor]
     if color.name == "rgb":
         return lambda pred, target: (pred - target).square().mean()
     inverse_t = color.inverse_matrix.T.contiguous()
-    return lambda pred, target: ((pred - target) @ inverse_t).square().mean()
+    return lambda pred, target: ((pred - target) @ inverse_t.to(pred.device)).square().mean()
 
 
 def rgb_mse(color: ColorTransform, rendered: torch.Tensor, target: torch.Tensor) -> float:

@@ -73,8 +73,8 @@ class DctHead(ImageModel):
         self.n_cols = math.ceil(width / self.block)
         self.counts = [hp["coeffs"]] + [hp["chroma_coeffs"]] * (self.channels - 1)
         positions = zigzag(self.block)[:hp["coeffs"]]
-        self.register_buffer("flat_index", torch.tensor([r * self.block + c for r, c in positions]),
-                             persistent=False)
+        # A plain attribute, not a buffer: it indexes CPU tensors even when the net is on a GPU.
+        self.flat_index = torch.tensor([r * self.block + c for r, c in positions])
         self.net = SirenStack(1, encoding.out_dim, hp["width"], hp["depth"], sum(self.counts),
                               hp["w0_first"], hp["w0"], generator)
 
@@ -143,7 +143,7 @@ class DctHead(ImageModel):
 
         def loss(stored: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
             error = self.spread(stored) - wanted  # (1, B, C, K)
-            return (error.transpose(-1, -2) @ inverse_t).square().mean()
+            return (error.transpose(-1, -2) @ inverse_t.to(error.device)).square().mean()
 
         yield FitTask(module=self, sample=sample, loss=loss, samples=n, name="dct",
                       evaluate=lambda: self.mse_against(target), batch_factor=BATCH_FACTOR)
@@ -164,7 +164,8 @@ class DctHead(ImageModel):
         row_index, row_basis = self._basis(ys, self.n_rows)
         col_index, col_basis = self._basis(xs, self.n_cols)
         rows = torch.unique(row_index)
-        stored = self.forward(self.block_coords(rows, torch.arange(self.n_cols))[None])[0]
+        coords = self.block_coords(rows, torch.arange(self.n_cols))[None]
+        stored = self.forward(coords.to(self.net.weights[0].device))[0].cpu()
         dense = torch.zeros(len(rows) * self.n_cols, channels, b * b)
         dense[..., self.flat_index] = self.spread(stored)
         dense = dense.reshape(len(rows), self.n_cols, channels, b, b)

@@ -68,7 +68,8 @@ class TiledSiren(torch.nn.Module):
                 ry = yy[r0:r0 + rows_per_chunk]
                 gy, gx = torch.meshgrid(ry, xx, indexing="ij")
                 coords = tiling.local(gy.reshape(-1), gx.reshape(-1), group)
-                values = self.net(self.encoding(coords), group=group)[0]
+                device = self.net.weights[0].device
+                values = self.net(self.encoding(coords.to(device)), group=group)[0].cpu()
                 values = values.reshape(len(ry), len(xx), self.out_dim)
                 w = weight[r0:r0 + rows_per_chunk, :, None]
                 out[sy.start + r0:sy.start + r0 + len(ry), sx] += w * values

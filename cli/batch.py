@@ -1,0 +1,124 @@
+"""Many files at once: ``inr encode a.png b.png -o OUTDIR/`` and ``inr decode *.inr -o OUTDIR/``.
+
+Each file is one task; ``--jobs N`` runs N worker processes (each with its share of the CPU
+threads). One progress bar covers the batch, a failed file is reported and the others go on, and
+a table summarises the batch at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.table import Table
+
+from inrcodec.errors import InrError, InrInputError
+
+from .progress import bar, stderr
+
+
+@dataclass
+class Outcome:
+    source: str
+    target: str
+    ok: bool
+    facts: dict = field(default_factory=dict)
+    error: str = ""
+
+
+def plan_outputs(inputs: list[str], folder: str, suffix: str) -> list[tuple[str, str]]:
+    """(input, output) pairs: OUTDIR/<input stem><suffix>; refuses clashes and overwrites."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise InrInputError(f"{folder} is not a folder; several inputs need an output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    pairs, seen = [], {}
+    for src in inputs:
+        if src == "-":
+            raise InrInputError("- (stdin) cannot be one of several inputs")
+        target = out / (Path(src).stem + suffix)
+        if target in seen:
+            raise InrInputError(f"{src} and {seen[target]} would both be written to {target}")
+        seen[target] = src
+        if target.exists() and Path(src).exists() and target.samefile(src):
+            raise InrInputError(f"refusing to overwrite the input {src}")
+        pairs.append((src, str(target)))
+    return pairs
+
+
+def _init(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _guard(work: Callable[..., dict], source: str, target: str, options: dict) -> Outcome:
+    start = time.perf_counter()
+    try:
+        facts = work(source, target, **options)
+    except (InrError, OSError) as exc:
+        message = str(exc) if isinstance(exc, InrError) else (exc.strerror or str(exc))
+        return Outcome(source, target, False, error=message)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+        return Outcome(source, target, False, error=f"unexpected {type(exc).__name__}: {exc}")
+    facts.setdefault("seconds", time.perf_counter() - start)
+    return Outcome(source, target, True, facts)
+
+
+def encode_file(source: str, target: str, **options) -> dict:
+    import inrcodec
+    from inrcodec.imageio import write_atomic
+    result = inrcodec.compress(source, **options)
+    write_atomic(target, result.data)
+    return result.as_dict()
+
+
+def decode_file(source: str, target: str, scale=None, size=None, device="cpu") -> dict:
+    import inrcodec
+    from inrcodec.imageio import image_bytes, write_atomic
+    start = time.perf_counter()
+    data = Path(source).read_bytes()
+    pixels = inrcodec.decode(data, scale=scale, size=size, device=device)
+    from PIL import Image
+    fmt = Image.registered_extensions().get(Path(target).suffix.lower(), "PNG")
+    write_atomic(target, image_bytes(pixels, fmt))
+    h, w = pixels.shape[:2]
+    return {"width": w, "height": h, "seconds": time.perf_counter() - start}
+
+
+def run_batch(work: Callable[..., dict], pairs: list[tuple[str, str]], options: dict,
+              jobs: int, label: str) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    with bar() as progress:
+        task = progress.add_task(label, total=len(pairs))
+        if jobs <= 1:
+            for src, dst in pairs:
+                outcomes.append(_guard(work, src, dst, options))
+                progress.advance(task)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(max_workers=jobs, initializer=_init,
+                                     initargs=(threads,)) as pool:
+                futures = [pool.submit(_guard, work, src, dst, options) for src, dst in pairs]
+                for future in as_completed(futures):
+                    outcomes.append(future.result())
+                    progress.advance(task)
+    order = {src: i for i, (src, _) in enumerate(pairs)}
+    return sorted(outcomes, key=lambda o: order[o.source])
+
+
+def summary(outcomes: list[Outcome], columns: list[tuple[str, str, str]]) -> None:
+    """Print the batch as a table on stderr; ``columns`` are (title, fact key, format)."""
+    table = Table(title=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} files done")
+    table.add_column("file")
+    for title, _, _ in columns:
+        table.add_column(title, justify="right")
+    table.add_column("status")
+    for o in outcomes:
+        cells = [format(o.facts[key], fmt) if o.ok and key in o.facts else "-"
+                 for _, key, fmt in columns]
+        table.add_row(o.source, *cells, "ok" if o.ok else f"[red]failed: {o.error}")
+    stderr.print(table)
