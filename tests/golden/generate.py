@@ -1,0 +1,47 @@
+"""How the golden files were made (run once, with format version 1; never regenerate them to make
+a test pass: they stand for files users already have).
+
+    python tests/golden/generate.py
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+import inrcodec
+from inrcodec.imageio import image_bytes
+
+HERE = Path(__file__).resolve().parent
+
+CASES = {
+    "siren": dict(model="siren"),
+    "siren-fourier": dict(model="siren", encoding="fourier:16:4:7"),
+    "gridded": dict(model="gridded", hparams={"rows": 2, "cols": 2, "overlap": 0.25}),
+    "residual": dict(model="residual", hparams={"rows": 2, "cols": 2, "cells": 2}),
+    "dct": dict(model="dct"),
+    "siren-grey": dict(model="siren", grey=True),
+}
+
+
+def source() -> np.ndarray:
+    from skimage import data
+    return np.ascontiguousarray(data.astronaut()[160:184, 210:242])
+
+
+def main() -> None:
+    for name, options in CASES.items():
+        inr = HERE / f"{name}.inr"
+        if inr.exists():
+            print(f"{inr} exists; golden files are never regenerated")
+            continue
+        options = dict(options)
+        image = source()[..., 1] if options.pop("grey", False) else source()
+        data = inrcodec.encode(image, bpp=4.0, steps=60, effort="fast", compile=False, **options)
+        inr.write_bytes(data)
+        (HERE / f"{name}.png").write_bytes(image_bytes(inrcodec.decode(data)))
+        (HERE / f"{name}@2x.png").write_bytes(image_bytes(inrcodec.decode(data, scale=2)))
+        print(inr, len(data), "bytes")
+
+
+if __name__ == "__main__":
+    main()
