@@ -254,6 +254,8 @@ def bench(
                                          "log-spaced 0.15-1.1 bpp; classical sweeps thinned)."),
     effort: str = typer.Option("default", help="Effort of inr codecs."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images."),
+    images: Optional[str] = typer.Option(None, help="Only these images (comma-separated file "
+                                         "names without extension)."),
     crop: Optional[str] = typer.Option(None, help="Centre-crop images to WIDTHxHEIGHT."),
     jobs: int = typer.Option(1, min=1, help="Parallel worker processes."),
     task: str = typer.Option("rd", help="rd (rate-distortion) or upscale."),
@@ -274,7 +276,8 @@ def bench(
             raise InrInputError(f"--bpp takes numbers separated by commas, not {bpp!r}") from None
         config = BenchConfig(dataset=dataset, codecs=codecs.split(",") if codecs else None,
                              out=out, bpps=bpps, points=points, effort=effort, limit=limit,
-                             crop=parse_size(crop) if crop else None, jobs=jobs, task=task,
+                             crop=parse_size(crop) if crop else None,
+                             names=images.split(",") if images else None, jobs=jobs, task=task,
                              command="inr " + " ".join(sys.argv[1:]))
         path = run_bench(config, progress=count_progress)
         typer.echo(f"report: {path}", err=True)

@@ -43,7 +43,7 @@ class FitOptions:
     lr: float = 1e-3
     lr_floor: float = 0.05
     warmup: float = 0.02
-    eval_every: int = 250
+    eval_every: int = 0  # steps between evaluations; 0: eight evaluations per stage
     qat_steps: int = 0
     qat_lr: float = 1e-3
     #: Picks the quantisers of one stage's tensors from {stored name: tensor} and, with
@@ -158,7 +158,7 @@ class _Loop:
         self.eval_seconds = 0.0
         best_mse = self.evaluate()
         best = [p.detach().clone() for _, p in self.named]
-        every = max(1, self.options.eval_every)
+        every = self.options.eval_every or max(1, math.ceil(self.steps / 8))
         loop_start = time.perf_counter()
         for i in range(self.steps):
             self.lr.fill_(_schedule(i, self.steps, self.options, self.peak_lr))
@@ -218,8 +218,9 @@ def train(task: FitTask, options: FitOptions, steps: int | None = None) -> Train
                        loop.eval_seconds)
 
 
-#: Noise draws per tensor when probing sensitivity.
-PROBES = 2
+#: Noise draws per tensor when probing sensitivity, and the pixels each probe renders.
+PROBES = 1
+PROBE_PIXELS = 1 << 16
 
 
 @torch.no_grad()
@@ -227,7 +228,7 @@ def measure_sensitivity(task: FitTask, seed: int) -> dict[str, float]:
     """Per tensor of the stage: the MSE increase per unit variance of uniform noise added to its
     weights (noise about the size of 6-bit quantisation), averaged over PROBES draws."""
     generator = torch.Generator().manual_seed(seed)
-    base = task.evaluate()
+    base = task.evaluate(PROBE_PIXELS)
     out = {}
     for name, p in task.module.named_parameters():
         amplitude = 2.0 * choose(p, 8).step
@@ -236,7 +237,7 @@ def measure_sensitivity(task: FitTask, seed: int) -> dict[str, float]:
         for _ in range(PROBES):
             noise = (torch.rand(p.shape, generator=generator) * 2 - 1) * amplitude
             p.add_(noise.to(p.device))
-            increase += task.evaluate() - base
+            increase += task.evaluate(PROBE_PIXELS) - base
             p.copy_(saved)
         out[name] = max(increase / PROBES, 1e-12) / (amplitude ** 2 / 3)
     return out

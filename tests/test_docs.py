@@ -40,3 +40,14 @@ def test_format_doc_lists_every_family_and_its_fields():
         assert f"id {family.family_id}: `{name}`" in text
         for field in family.schema.fields:
             assert f"| {field.name} |" in text, (name, field.name)
+
+
+def test_api_examples_run(tmp_path, monkeypatch, capsys):
+    """Every python block of docs/api.md runs as written."""
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs" / "api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 5
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/api.md block {i + 1}", "exec"), {})
+    assert "refused:" in capsys.readouterr().out

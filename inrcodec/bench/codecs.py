@@ -2,9 +2,8 @@
 
 A codec spec is a name from :data:`classical.CODECS` (``jpeg``, ``jpeg444``, ``webp``, ``avif``,
 ``jpeg2000``) or ``inr:FAMILY`` with options joined by ``+``, e.g. ``inr:gridded+effort=best``
-or ``inr:siren+encoding=positional:6+depth=5``. Options that :func:`inrcodec.compress` takes
-(``effort``, ``steps``, ``seed``, ``encoding``, ``color``, ``bits``) go to it; any other is a
-hyper-parameter of the family. A classical codec's settings are its quality sweep; an inr codec's
+or ``inr:siren+encoding=positional:6+depth=5``. Options in :data:`COMPRESS_OPTIONS` go to
+:func:`inrcodec.compress`; any other is a hyper-parameter of the family. A classical codec's settings are its quality sweep; an inr codec's
 settings are target bits per pixel.
 """
 
@@ -23,7 +22,11 @@ from .classical import CODECS, Classical
 
 #: Default rate targets (bpp) of inr codecs: they bracket 0.25, 0.5 and 1 bpp.
 INR_TARGETS = (0.15, 0.3, 0.6, 1.1)
-COMPRESS_OPTIONS = {"effort", "steps", "seed", "encoding", "color", "bits"}
+#: Options that go to inrcodec.compress (the last ones are FitOptions overrides, for ablations);
+#: any other option of an inr codec is a hyper-parameter of its family.
+COMPRESS_OPTIONS = {"effort", "steps", "seed", "encoding", "color", "bits", "compile", "lr",
+                    "batch", "qat_steps", "qat_lr", "lr_floor", "warmup", "eval_every",
+                    "allocation"}
 
 
 @dataclass
@@ -125,7 +128,9 @@ def parse_codec(spec: str) -> BenchCodec:
             key, sep, value = opt.partition("=")
             if not sep:
                 raise InrInputError(f"codec option {opt!r} in {spec!r} is not key=value")
-            options[key] = _number(value)
+            value = _number(value)
+            options[key] = {"true": True, "false": False}.get(value, value) \
+                if isinstance(value, str) else value
         label = "inr " + name + "".join(f" {k}={v}" for k, v in options.items())
         return BenchCodec(spec, label, "inr", family=name, options=options)
     raise InrInputError(f"unknown codec {spec!r}; choose from {', '.join(CODECS)} or inr:FAMILY")

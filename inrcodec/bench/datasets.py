@@ -47,9 +47,10 @@ def centre_crop(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def load_dataset(folder: Path | None, limit: int | None = None,
-                 crop: tuple[int, int] | None = None) -> tuple[str, list[BenchImage]]:
-    """The data set's name and its images (sorted by file name), optionally the first
-    ``limit`` and centre-cropped to ``crop`` = (width, height)."""
+                 crop: tuple[int, int] | None = None, names: list[str] | None = None
+                 ) -> tuple[str, list[BenchImage]]:
+    """The data set's name and its images (sorted by file name), optionally only ``names``
+    (file stems), the first ``limit``, and centre-cropped to ``crop`` = (width, height)."""
     if folder is None:
         folder = default_dataset()
     images: list[BenchImage] = []
@@ -64,6 +65,11 @@ def load_dataset(folder: Path | None, limit: int | None = None,
             raise InrInputError(f"{folder} is not a folder of images")
         name = folder.name
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if names:
+            missing = set(names) - {p.stem for p in files}
+            if missing:
+                raise InrInputError(f"{folder} has no image(s) {', '.join(sorted(missing))}")
+            files = [p for p in files if p.stem in names]
         if not files:
             raise InrInputError(f"{folder} holds no images")
         for path in files[:limit]:

@@ -47,6 +47,7 @@ class BenchConfig:
     effort: str = "default"
     limit: int | None = None
     crop: tuple[int, int] | None = None
+    names: list[str] | None = None
     jobs: int = 1
     task: str = "rd"
     command: str = ""
@@ -54,7 +55,7 @@ class BenchConfig:
 
 def plan(config: BenchConfig) -> tuple[str, list[BenchImage], list[BenchCodec], list[Job]]:
     from .codecs import default_codecs
-    name, images = load_dataset(config.dataset, config.limit, config.crop)
+    name, images = load_dataset(config.dataset, config.limit, config.crop, config.names)
     codecs = [parse_codec(s) for s in (config.codecs or default_codecs())]
     if config.task == "upscale":
         codecs = [c for c in codecs if c.kind == "inr"]
@@ -123,7 +124,7 @@ def write_rd(config, name, images, rows, jobs, cache, out, seconds) -> Path:
     report.write_rows(rows, out)
     curves = report.curves_from_rows(rows, len(images))
     reference = next((c for c in curves if c.codec == report.REFERENCE), None)
-    kodak = name.lower() == "kodak"
+    kodak = name.lower() == "kodak"  # the anchors are Kodak means
     anchors = report.load_anchors() if kodak else []
     title = f"Rate-distortion on {name} ({len(images)} images)"
     report.plot_curves(curves, anchors, out, "psnr", title)
@@ -209,7 +210,7 @@ def _resize(pixels: np.ndarray, size: tuple[int, int], method) -> np.ndarray:
 def write_upscale(config, name, images, codecs, jobs, cache, out, seconds) -> Path:
     import inrcodec
     originals = {im.name: im.pixels for im in load_dataset(config.dataset, config.limit,
-                                                           config.crop)[1]}
+                                                           config.crop, config.names)[1]}
     methods = ["inr --scale 2", "inr 1x + bicubic", "inr 1x + Lanczos", "inr 1x + nearest",
                "JPEG same size + bicubic", "JPEG same size + Lanczos",
                "lossless half + bicubic"]

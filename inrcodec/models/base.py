@@ -53,8 +53,8 @@ class FitTask:
 
     ``sample(generator, batch)`` returns inputs shaped (G, B, in) and targets (G, B, C) for
     ``module``, whose parameters the stage trains; ``loss`` compares ``module(inputs)`` with the
-    targets as RGB squared error;
-    ``evaluate`` returns the RGB MSE of the whole image as rendered; ``samples`` is how many
+    targets as RGB squared error; ``evaluate(max_pixels=0)`` returns the RGB MSE of the whole
+    image as rendered (on a subsampled grid of at most ``max_pixels``, default EVAL_PIXELS); ``samples`` is how many
     distinct training samples one group has; ``groups`` is G. A step draws ``batch / G`` samples
     per group (``batch`` being the effort's samples per step) times ``batch_factor``, for stages
     whose samples are worth more than a pixel each (the DCT family's blocks).
@@ -63,7 +63,7 @@ class FitTask:
     module: torch.nn.Module
     sample: Callable[[torch.Generator, int], tuple[torch.Tensor, torch.Tensor]]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    evaluate: Callable[[], float]
+    evaluate: Callable[..., float]
     samples: int
     groups: int = 1
     batch_factor: float = 1.0
@@ -146,17 +146,18 @@ class ImageModel(torch.nn.Module):
         return torch.cat([band for _, band in self.render_bands(out_h, out_w, render_band)])
 
     @torch.no_grad()
-    def mse_against(self, target: torch.Tensor, render_band: BandRenderer | None = None
-                    ) -> float:
+    def mse_against(self, target: torch.Tensor, max_pixels: int = 0,
+                    render_band: BandRenderer | None = None) -> float:
         """RGB MSE against ``target`` (model space, H x W x C) of the image ``render_band``
         (by default the model's own) draws at the pixel centres.
 
-        Images of more than EVAL_PIXELS pixels are compared on every s-th row and column (the
-        smallest s that fits), so evaluations during training cost the same for any image.
+        Images of more than ``max_pixels`` (default EVAL_PIXELS) pixels are compared on every
+        s-th row and column (the smallest s that fits), so evaluations during training cost the
+        same for any image.
         """
         render_band = render_band or self.render_band
         h, w = target.shape[:2]
-        stride = max(1, math.ceil(math.sqrt(h * w / EVAL_PIXELS)))
+        stride = max(1, math.ceil(math.sqrt(h * w / (max_pixels or EVAL_PIXELS))))
         ys = torch.arange(0, h, stride, dtype=torch.float32) + 0.5
         xs = torch.arange(0, w, stride, dtype=torch.float32) + 0.5
         rows = max(1, BAND_PIXELS // len(xs))

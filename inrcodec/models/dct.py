@@ -18,6 +18,8 @@ so any output size is a true resampling of the same blocks.
 
 from __future__ import annotations
 
+from functools import partial
+
 import math
 from typing import Iterator
 
@@ -146,7 +148,7 @@ class DctHead(ImageModel):
             return (error.transpose(-1, -2) @ inverse_t.to(error.device)).square().mean()
 
         yield FitTask(module=self, sample=sample, loss=loss, samples=n, name="dct",
-                      evaluate=lambda: self.mse_against(target), batch_factor=BATCH_FACTOR)
+                      evaluate=partial(self.mse_against, target), batch_factor=BATCH_FACTOR)
 
     # -- rendering ----------------------------------------------------------------------------
     def _basis(self, positions: torch.Tensor, n_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,8 @@ along cell edges against PSNR elsewhere.
 
 from __future__ import annotations
 
+from functools import partial
+
 import math
 from typing import Iterator
 
@@ -66,7 +68,8 @@ class Gridded(ImageModel):
                                  hparams["width"], hparams["depth"], channels)
 
     def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
-        yield self.field.fit_task(target, self.color, lambda: self.mse_against(target), "gridded")
+        yield self.field.fit_task(target, self.color, partial(self.mse_against, target),
+                                  "gridded")
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(len(ys), len(xs), self.channels)

@@ -16,6 +16,8 @@ hardest quarter). The file records which cells were chosen as a bitmap.
 
 from __future__ import annotations
 
+from functools import partial
+
 import math
 from typing import Iterator
 
@@ -108,7 +110,8 @@ class Residual(ImageModel):
 
     # -- fitting and rendering ------------------------------------------------------------
     def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
-        yield self.base.fit_task(target, self.color, lambda: self.base_mse(target), "base",
+        yield self.base.fit_task(target, self.color,
+                                 partial(self.mse_against, target, render_band=self.base_band), "base",
                                  share=BASE_STEPS)
         if self.hparams["cells"] == 0:
             return
@@ -117,7 +120,7 @@ class Residual(ImageModel):
         cells = self.choose_cells(error)
         self.extra = {"cells": cells}
         self.residual.tiling = self._tiling(cells)
-        yield self.residual.fit_task(residual, self.color, lambda: self.mse_against(target),
+        yield self.residual.fit_task(residual, self.color, partial(self.mse_against, target),
                                      "residual", share=1 - BASE_STEPS)
 
     def choose_cells(self, error: torch.Tensor) -> list[int]:
@@ -138,9 +141,6 @@ class Residual(ImageModel):
         out = torch.zeros(len(ys), len(xs), self.channels)
         self.base.render_into(out, ys, xs)
         return out
-
-    def base_mse(self, target: torch.Tensor) -> float:
-        return self.mse_against(target, self.base_band)
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(len(ys), len(xs), self.channels)

@@ -7,6 +7,8 @@ coordinates in [-1, 1] across the image on both axes.
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import Iterator
 
 import torch
@@ -95,7 +97,7 @@ class Siren(ImageModel):
         return SirenStack.shapes(1, encoding_dim, hparams["width"], hparams["depth"], channels)
 
     def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
-        yield self.field.fit_task(target, self.color, lambda: self.mse_against(target), "siren")
+        yield self.field.fit_task(target, self.color, partial(self.mse_against, target), "siren")
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(len(ys), len(xs), self.channels)

@@ -1,0 +1,89 @@
+"""Ablations: one lever at a time, measured on the same Kodak images, as a markdown table.
+
+    python benchmarks/ablation.py                       # every variant below
+    python benchmarks/ablation.py --variants base,lr2   # some of them
+
+Each variant is an ``inr bench`` codec spec; results are cached in ``--out`` like any benchmark
+job, so a run resumes and only new variants cost time. The table gives, per variant, the mean
+PSNR and bits per pixel over the images at each target rate, and the median encode seconds.
+The default images are every sixth Kodak image (kodim01, 07, 13, 19), chosen by that rule
+before any result was seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from inrcodec.bench.main import BenchConfig, plan
+from inrcodec.bench.runner import Cache, run_jobs
+
+IMAGES = ["kodim01", "kodim07", "kodim13", "kodim19"]
+
+#: name -> (codec spec, what the variant changes)
+VARIANTS: dict[str, tuple[str, str]] = {
+    "siren": ("inr:siren", "plain SIREN, the family's defaults"),
+    "gridded": ("inr:gridded", "gridded SIREN, the family's defaults"),
+    "residual": ("inr:residual", "residual SIREN, the family's defaults"),
+    "dct": ("inr:dct", "DCT-head SIREN, the family's defaults"),
+}
+
+
+def table(rows: list[dict], names: list[str], bpps: list[float]) -> str:
+    head = ["variant", "change"]
+    for b in bpps:
+        head += [f"PSNR @ {b} (dB)", f"bpp @ {b}"]
+    head += ["median encode s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        spec, what = VARIANTS[name]
+        mine = [r for r in rows if r["codec"] == spec and not r.get("error")]
+        cells = [name, what]
+        for b in bpps:
+            at = [r for r in mine if r["setting"] == b]
+            cells += [f"{statistics.fmean(r['psnr'] for r in at):.2f}" if at else "-",
+                      f"{statistics.fmean(r['bpp'] for r in at):.3f}" if at else "-"]
+        cells.append(f"{statistics.median(r['encode_seconds'] for r in mine):.1f}"
+                     if mine else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--images", default=",".join(IMAGES))
+    parser.add_argument("--bpp", default="0.25,0.5")
+    parser.add_argument("--effort", default="default")
+    parser.add_argument("--dataset", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("bench-out/ablation"))
+    args = parser.parse_args(argv)
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant(s): {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    bpps = [float(b) for b in args.bpp.split(",")]
+    config = BenchConfig(dataset=args.dataset, codecs=[VARIANTS[n][0] for n in names],
+                         out=args.out, bpps=bpps, effort=args.effort,
+                         names=args.images.split(","))
+    _, images, _, jobs = plan(config)
+    done = 0
+
+    def tick(row: dict, cached: bool) -> None:
+        nonlocal done
+        done += 1
+        if not cached:
+            print(f"  [{done}/{len(jobs)}] {row['codec']} {row['image']} {row['setting']}: "
+                  f"{row['psnr']:.2f} dB, {row['bpp']:.3f} bpp, {row['encode_seconds']:.1f} s",
+                  file=sys.stderr, flush=True)
+
+    rows = run_jobs(jobs, Cache(args.out / "cache"), on_done=tick)
+    print(f"Images: {', '.join(im.name for im in images)}; effort {args.effort}.\n")
+    print(table(rows, names, bpps))
+
+
+if __name__ == "__main__":
+    main()
