@@ -4,6 +4,7 @@
     python benchmarks/experiments.py grid        # plain vs gridded SIRENs, equal time and size
     python benchmarks/experiments.py seams       # PSNR along grid cell edges vs elsewhere
     python benchmarks/experiments.py dct-speed   # DCT-head vs plain SIREN training step time
+    python benchmarks/experiments.py profile     # where a training step's time goes
 
 Timings are medians over repeats where stated, measured on the machine that runs the script;
 nothing else should run meanwhile.
@@ -220,23 +221,28 @@ def seams_experiment(steps: int, bpp: float) -> str:
             + 0.5).astype(np.uint8)
     rows, cols = 4, 6
     out = []
-    for overlap in (0.0, 0.0625, 0.125):
+    everywhere = np.ones((h, w), bool)
+    for overlap, weighted in ((0.0, False), (0.0625, False), (0.0625, True), (0.125, False),
+                              (0.125, True)):
         hp = {"rows": rows, "cols": cols, "overlap": overlap}
         for scale, source in ((1, original), (2, half)):
             result = inrcodec.compress(source, model="gridded", bpp=bpp * scale * scale,
-                                       steps=steps, hparams=hp)
+                                       steps=steps, hparams=hp, window_weights=weighted)
             decoded = inrcodec.decode(result.data, scale=scale)
             mask = edge_band(h, w, rows, cols, band=2 * scale)
             edge, rest = masked_psnr(decoded, original, mask), masked_psnr(decoded, original,
                                                                            ~mask)
-            out.append([overlap, scale, round(edge, 2), round(rest, 2), round(edge - rest, 2)])
+            whole = masked_psnr(decoded, original, everywhere)
+            out.append([overlap, "yes" if weighted else "no", scale, round(whole, 2),
+                        round(edge, 2), round(rest, 2), round(edge - rest, 2)])
             print(f"  {out[-1]}", file=sys.stderr, flush=True)
     caption = (f"{name}, gridded {rows}x{cols}, {steps} steps, {bpp} bpp at scale 1 (the "
                f"half-size image at the same bits per original pixel for scale 2, decoded at 2x "
                f"and compared with the full-size original). Edge band: pixels within 2 (scale 1) "
                f"or 4 (scale 2) pixels of an interior cell edge.\n\n")
-    return caption + table(["overlap", "scale", "PSNR edge band (dB)", "PSNR elsewhere (dB)",
-                            "difference (dB)"], out)
+    return caption + table(["overlap", "loss weighted by blend window", "scale", "PSNR (dB)",
+                            "PSNR edge band (dB)", "PSNR elsewhere (dB)", "band - elsewhere (dB)"],
+                           out)
 
 
 # -- DCT step time ----------------------------------------------------------------------------
@@ -271,6 +277,67 @@ def dct_speed_experiment(params: int, repeats: int) -> str:
                   "ms per step (median)", "s per pass over the image"], rows)
 
 
+# -- profile ---------------------------------------------------------------------------------
+CATEGORIES = [
+    ("matrix products", ("bmm", "baddbmm", "mm", "addmm", "matmul", "linear")),
+    ("sine and its derivative", ("sin", "cos")),
+    ("Adam update", ("_foreach", "adam", "lerp", "addcdiv", "addcmul", "sqrt")),
+    ("batch sampling and indexing", ("index", "rand", "gather", "floor", "randint")),
+    ("element-wise rest (encoding, loss, scaling)", ("mul", "add", "sub", "cat", "pow", "square",
+                                                     "mean", "div", "pad", "stack", "sum")),
+]
+
+
+def kodak_or_astronaut() -> np.ndarray:
+    path = KODAK / "kodim07.png"
+    if path.exists():
+        return inrcodec.load_image(path)
+    from skimage import data
+    return np.ascontiguousarray(data.astronaut())
+
+
+def profile_experiment(family_name: str, params: int, steps: int) -> str:
+    """Where one training step's time goes (eager, by op category), and the compiled step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    image = kodak_or_astronaut()
+    h, w = image.shape[:2]
+    family = FAMILIES[family_name]
+    kind, enc_params = family.default_encoding
+    enc = Encoding(kind, 2, **enc_params)
+    color = ColorTransform(family.default_color, 3)
+    hp = family.hparams_for_params(params, h, w, 3, enc.out_dim)
+    model = family(h, w, color, hp, enc, generator=torch.Generator().manual_seed(0))
+    task = next(model.fit_tasks(color.forward(torch.from_numpy(image / 255.0).float())))
+    eager = FitOptions(batch=4096, compile=False, eval_every=10 ** 9)
+    compiled = FitOptions(batch=4096, compile=True, eval_every=10 ** 9)
+    eager_ms = statistics.median(train(task, eager, steps=steps).step_seconds * 1000
+                                 for _ in range(3))
+    compiled_ms = statistics.median(train(task, compiled, steps=steps).step_seconds * 1000
+                                    for _ in range(3))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train(task, eager, steps=steps)
+    totals = {name: 0.0 for name, _ in CATEGORIES}
+    totals["other"] = 0.0
+    for event in prof.key_averages():
+        if event.key.startswith("aten::") is False:
+            continue
+        op = event.key[len("aten::"):].lower()
+        for name, keys in CATEGORIES:
+            if any(k in op for k in keys):
+                totals[name] += event.self_cpu_time_total
+                break
+        else:
+            totals["other"] += event.self_cpu_time_total
+    all_time = sum(totals.values()) or 1.0
+    rows = [[name, f"{100 * t / all_time:.0f}%"] for name, t in totals.items()]
+    caption = (f"{family_name}, {model.n_params()} weights ({model.describe()}), on a "
+               f"{w}x{h} image, 4096 samples per step. Median step: {eager_ms:.1f} ms eager, "
+               f"{compiled_ms:.1f} ms compiled with torch.compile "
+               f"({eager_ms / compiled_ms:.2f}x faster). Share of the eager step's aten time:\n\n")
+    return caption + table(["category", "share of eager step"], rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -284,6 +351,10 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("seams")
     s.add_argument("--steps", type=int, default=3000)
     s.add_argument("--bpp", type=float, default=1.0)
+    pr = sub.add_parser("profile")
+    pr.add_argument("--family", default="siren")
+    pr.add_argument("--params", type=int, default=20000)
+    pr.add_argument("--steps", type=int, default=60)
     d = sub.add_parser("dct-speed")
     d.add_argument("--params", type=int, default=30000)
     d.add_argument("--repeats", type=int, default=5)
@@ -295,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
         print(grid_experiment(args.seconds, args.batch))
     elif args.experiment == "seams":
         print(seams_experiment(args.steps, args.bpp))
+    elif args.experiment == "profile":
+        print(profile_experiment(args.family, args.params, args.steps))
     else:
         print(dct_speed_experiment(args.params, args.repeats))
     print(f"\n({time.perf_counter() - start:.0f} s; torch {torch.__version__}, "

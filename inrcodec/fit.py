@@ -51,6 +51,7 @@ class FitOptions:
     #: The default quantises every tensor to 8 bits.
     quantiser: Quantiser | None = None
     allocation: str = "sensitivity"  # or "uniform": no sensitivity probe
+    window_weights: bool = True  # False: overlapping cells' samples all weigh the same
     compile: bool | None = None
     seed: int = 0
 
@@ -163,6 +164,8 @@ class _Loop:
         for i in range(self.steps):
             self.lr.fill_(_schedule(i, self.steps, self.options, self.peak_lr))
             x, y = self.task.sample(self.generator, self.batch)
+            if self.task.weighted and not self.options.window_weights:
+                y = y[..., :-1]
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if i == 0:
                 start = time.perf_counter()

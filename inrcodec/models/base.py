@@ -67,6 +67,7 @@ class FitTask:
     samples: int
     groups: int = 1
     batch_factor: float = 1.0
+    weighted: bool = False  # targets carry a per-sample loss weight as their last channel
     name: str = "fit"
     share: float = 1.0  # fraction of the training steps this stage gets
     finish: Callable[[], None] | None = None  # called after the stage (e.g. to freeze results)
@@ -229,11 +230,22 @@ class SirenStack(torch.nn.Module):
 
 
 def rgb_mse_loss(color: ColorTransform) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Squared error in RGB of model-space predictions, averaged over samples and channels."""
-    if color.name == "rgb":
-        return lambda pred, target: (pred - target).square().mean()
-    inverse_t = color.inverse_matrix.T.contiguous()
-    return lambda pred, target: ((pred - target) @ inverse_t.to(pred.device)).square().mean()
+    """Squared error in RGB of model-space predictions, averaged over samples and channels.
+    A target with one channel more than the prediction carries per-sample weights there."""
+    inverse_t = None if color.name == "rgb" else color.inverse_matrix.T.contiguous()
+
+    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        channels = pred.shape[-1]
+        error = pred - target[..., :channels]
+        if inverse_t is not None:
+            error = error @ inverse_t.to(pred.device)
+        squared = error.square().mean(dim=-1)
+        if target.shape[-1] == channels:
+            return squared.mean()
+        weight = target[..., channels]
+        return (squared * weight).sum() / weight.sum().clamp_min(1e-12)
+
+    return loss
 
 
 def rgb_mse(color: ColorTransform, rendered: torch.Tensor, target: torch.Tensor) -> float:

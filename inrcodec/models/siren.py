@@ -43,17 +43,27 @@ class TiledSiren(torch.nn.Module):
 
     def fit_task(self, target: torch.Tensor, color: ColorTransform, evaluate, name: str,
                  share: float = 1.0) -> FitTask:
-        """Training batches of random pixels per cell against ``target`` (H, W, C)."""
+        """Training batches of random pixels per cell against ``target`` (H, W, C).
+
+        With overlapping cells, each sample carries its cell's blend weight as an extra target
+        channel: the loss ``sum_g w_g (f_g - y)^2`` bounds the blended error
+        ``(sum_g w_g f_g - y)^2`` from above (Jensen; the weights sum to one), so the networks
+        are fitted for what the decoder shows, without spending capacity far into a band.
+        """
         tiling = self.tiling
+        weighted = tiling.overlap > 0 and tiling.groups > 1
 
         def sample(generator: torch.Generator, batch: int):
             iy, ix = tiling.sample(generator, batch)
-            coords = tiling.local(iy.float() + 0.5, ix.float() + 0.5)
-            return coords, target[iy, ix]
+            y, x = iy.float() + 0.5, ix.float() + 0.5
+            values = target[iy, ix]
+            if weighted:
+                values = torch.cat([values, tiling.weights(y, x)[..., None]], dim=-1)
+            return tiling.local(y, x), values
 
         return FitTask(module=self, sample=sample, loss=rgb_mse_loss(color), evaluate=evaluate,
                        samples=tiling.pixels_per_group(), groups=tiling.groups, name=name,
-                       share=share)
+                       share=share, weighted=weighted)
 
     @torch.no_grad()
     def render_into(self, out: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> None:

@@ -82,25 +82,21 @@ class Tiling:
         ix = r[:, 2:3] + (u[1] * (r[:, 3:4] - r[:, 2:3])).long()
         return iy, ix
 
-    def _weight_1d(self, pos: torch.Tensor, index: int, count: int, size: float,
-                   margin: float) -> torch.Tensor:
-        """Blend weight of cell ``index`` (of ``count`` along one axis) at positions ``pos``."""
+    @staticmethod
+    def _weight_1d(pos: torch.Tensor, index, count: int, size: float, margin: float
+                   ) -> torch.Tensor:
+        """Blend weight of cell ``index`` (of ``count`` along one axis) at positions ``pos``;
+        ``index`` may be a tensor that broadcasts against ``pos`` (one cell per row)."""
+        index = torch.as_tensor(index, dtype=pos.dtype)
         lo, hi = index * size, (index + 1) * size
+        has_lo, has_hi = index > 0, index < count - 1
+        one = torch.ones((), dtype=pos.dtype)
         if margin <= 0:  # edge to edge: a position belongs to the cell whose [lo, hi) holds it
-            w = torch.ones_like(pos)
-            if index > 0:
-                w = w * (pos >= lo)
-            if index < count - 1:
-                w = w * (pos < hi)
-            return w
-        w = torch.ones_like(pos)
-        if index > 0:  # rises across the band around lo
-            t = ((pos - (lo - margin)) / (2 * margin)).clamp(0, 1)
-            w = w * torch.sin(0.5 * math.pi * t).square()
-        if index < count - 1:  # falls across the band around hi
-            t = ((pos - (hi - margin)) / (2 * margin)).clamp(0, 1)
-            w = w * torch.cos(0.5 * math.pi * t).square()
-        return w
+            inside = ~(has_lo & (pos < lo)) & ~(has_hi & (pos >= hi))
+            return inside.to(pos.dtype)
+        rise = torch.sin(0.5 * math.pi * ((pos - (lo - margin)) / (2 * margin)).clamp(0, 1))
+        fall = torch.cos(0.5 * math.pi * ((pos - (hi - margin)) / (2 * margin)).clamp(0, 1))
+        return torch.where(has_lo, rise.square(), one) * torch.where(has_hi, fall.square(), one)
 
     def window(self, group: int, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Blend weights of ``group`` on the grid ``y`` (rows) x ``x`` (cols): shape (len y, len x)."""
@@ -108,6 +104,13 @@ class Tiling:
         wy = self._weight_1d(y, r, self.rows, self.cell_h, self.margin[0])
         wx = self._weight_1d(x, c, self.cols, self.cell_w, self.margin[1])
         return wy[:, None] * wx[None, :]
+
+    def weights(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Blend weights of every group at its own sample positions y, x of shape (G, B)."""
+        rows = torch.tensor([divmod(c, self.cols)[0] for c in self.cells])[:, None]
+        cols = torch.tensor([divmod(c, self.cols)[1] for c in self.cells])[:, None]
+        return (self._weight_1d(y, rows, self.rows, self.cell_h, self.margin[0])
+                * self._weight_1d(x, cols, self.cols, self.cell_w, self.margin[1]))
 
     def span(self, group: int, y: torch.Tensor, x: torch.Tensor) -> tuple[slice, slice]:
         """The index ranges of the sorted sample positions ``y``, ``x`` that fall in ``group``'s
