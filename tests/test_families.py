@@ -185,3 +185,13 @@ def test_grey_images_work_in_every_family():
         result = inrcodec.compress(grey, model=name, bpp=3.0, steps=30, **FAST,
                                    **OPTIONS[name])
         assert inrcodec.decode(result.data, scale=2).shape == (96, 128, 1)
+
+
+def test_tabulated_training_samples_match_the_direct_computation():
+    tiling = Tiling(50, 70, rows=3, cols=4, overlap=0.1, cells=[0, 5, 11])
+    iy, ix, coords, weights = tiling.sample_batch(torch.Generator().manual_seed(3), 64)
+    y, x = iy.float() + 0.5, ix.float() + 0.5
+    assert torch.allclose(coords, tiling.local(y, x), atol=1e-5)
+    assert torch.allclose(weights, tiling.weights(y, x), atol=1e-6)
+    assert torch.equal(torch.stack(tiling.sample(torch.Generator().manual_seed(3), 64)),
+                       torch.stack([iy, ix]))

@@ -54,12 +54,11 @@ class TiledSiren(torch.nn.Module):
         weighted = tiling.overlap > 0 and tiling.groups > 1
 
         def sample(generator: torch.Generator, batch: int):
-            iy, ix = tiling.sample(generator, batch)
-            y, x = iy.float() + 0.5, ix.float() + 0.5
+            iy, ix, coords, weights = tiling.sample_batch(generator, batch)
             values = target[iy, ix]
             if weighted:
-                values = torch.cat([values, tiling.weights(y, x)[..., None]], dim=-1)
-            return tiling.local(y, x), values
+                values = torch.cat([values, weights[..., None]], dim=-1)
+            return coords, values
 
         return FitTask(module=self, sample=sample, loss=rgb_mse_loss(color), evaluate=evaluate,
                        samples=tiling.pixels_per_group(), groups=tiling.groups, name=name,

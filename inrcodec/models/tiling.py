@@ -47,6 +47,7 @@ class Tiling:
               math.floor(d - 0.5 - 1e-9) + 1] for a, b, c, d in ext], dtype=torch.long)
         rc = torch.tensor([divmod(cell, cols) for cell in self.cells], dtype=torch.float32)
         rc = rc.reshape(-1, 2)
+        self.cell_row, self.cell_col = rc[:, 0:1], rc[:, 1:2]  # (G, 1), for per-sample weights
         self.centre_y = (rc[:, 0] + 0.5) * self.cell_h  # (G,)
         self.centre_x = (rc[:, 1] + 0.5) * self.cell_w
 
@@ -76,11 +77,40 @@ class Tiling:
 
     def sample(self, generator: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``batch`` random pixels from each group's extended region: indices (G, B) in y and x."""
+        oy, ox = self._offsets(generator, batch)
+        return self.pixel_ranges[:, 0:1] + oy, self.pixel_ranges[:, 2:3] + ox
+
+    def _offsets(self, generator: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.pixel_ranges
         u = torch.rand(2, self.groups, batch, generator=generator)
-        iy = r[:, 0:1] + (u[0] * (r[:, 1:2] - r[:, 0:1])).long()
-        ix = r[:, 2:3] + (u[1] * (r[:, 3:4] - r[:, 2:3])).long()
-        return iy, ix
+        return (u[0] * (r[:, 1:2] - r[:, 0:1])).long(), (u[1] * (r[:, 3:4] - r[:, 2:3])).long()
+
+    def _tables(self) -> tuple[torch.Tensor, ...]:
+        """Per group, along each axis of its pixel range: local coordinate and blend weight of
+        every pixel centre, padded to the longest range: (G, L) tables."""
+        if not hasattr(self, "_cached_tables"):
+            r = self.pixel_ranges
+            ly = int((r[:, 1] - r[:, 0]).max())
+            lx = int((r[:, 3] - r[:, 2]).max())
+            py = r[:, 0:1].float() + 0.5 + torch.arange(ly, dtype=torch.float32)  # (G, Ly)
+            px = r[:, 2:3].float() + 0.5 + torch.arange(lx, dtype=torch.float32)
+            self._cached_tables = (
+                (py - self.centre_y[:, None]) * (2.0 / self.cell_h),
+                (px - self.centre_x[:, None]) * (2.0 / self.cell_w),
+                self._weight_1d(py, self.cell_row, self.rows, self.cell_h, self.margin[0]),
+                self._weight_1d(px, self.cell_col, self.cols, self.cell_w, self.margin[1]),
+            )
+        return self._cached_tables
+
+    def sample_batch(self, generator: torch.Generator, batch: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training samples of every group: pixel indices iy, ix (G, B), local coordinates
+        (G, B, 2) and blend weights (G, B); the same draws as :meth:`sample`."""
+        oy, ox = self._offsets(generator, batch)
+        local_y, local_x, weight_y, weight_x = self._tables()
+        coords = torch.stack([local_x.gather(1, ox), local_y.gather(1, oy)], dim=-1)
+        weights = weight_y.gather(1, oy) * weight_x.gather(1, ox)
+        return self.pixel_ranges[:, 0:1] + oy, self.pixel_ranges[:, 2:3] + ox, coords, weights
 
     @staticmethod
     def _weight_1d(pos: torch.Tensor, index, count: int, size: float, margin: float
@@ -107,10 +137,8 @@ class Tiling:
 
     def weights(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Blend weights of every group at its own sample positions y, x of shape (G, B)."""
-        rows = torch.tensor([divmod(c, self.cols)[0] for c in self.cells])[:, None]
-        cols = torch.tensor([divmod(c, self.cols)[1] for c in self.cells])[:, None]
-        return (self._weight_1d(y, rows, self.rows, self.cell_h, self.margin[0])
-                * self._weight_1d(x, cols, self.cols, self.cell_w, self.margin[1]))
+        return (self._weight_1d(y, self.cell_row, self.rows, self.cell_h, self.margin[0])
+                * self._weight_1d(x, self.cell_col, self.cols, self.cell_w, self.margin[1]))
 
     def span(self, group: int, y: torch.Tensor, x: torch.Tensor) -> tuple[slice, slice]:
         """The index ranges of the sorted sample positions ``y``, ``x`` that fall in ``group``'s
