@@ -93,12 +93,13 @@ def whole_image_task(module: torch.nn.Module, target: torch.Tensor) -> FitTask:
     h, w, _ = target.shape
     tiling = Tiling(h, w)
 
-    def sample(generator, batch):
-        iy, ix = tiling.sample(generator, batch)
-        return tiling.local(iy.float() + 0.5, ix.float() + 0.5), target[iy, ix]
+    def assemble(data, draws):
+        iy, ix, coords, _ = tiling.assemble(data, draws)
+        return coords, data["target"][iy, ix]
 
-    return FitTask(module=module, sample=sample, loss=rgb_mse_loss(RGB),
-                   evaluate=lambda: rgb_mse(RGB, render_module(module, h, w, h, w), target),
+    return FitTask(module=module, draw=tiling.draw, assemble=assemble,
+                   data=tiling.training_data(target), loss=rgb_mse_loss(RGB),
+                   evaluate=lambda *_: rgb_mse(RGB, render_module(module, h, w, h, w), target),
                    samples=h * w)
 
 

@@ -269,7 +269,8 @@ def bench(
         if task not in ("rd", "upscale"):
             raise InrInputError(f"unknown task {task!r}; use rd or upscale")
         if effort not in codec.EFFORTS:
-            raise InrInputError(f"unknown effort {effort!r}")
+            raise InrInputError(f"unknown effort {effort!r}; choose from "
+                                f"{', '.join(codec.EFFORTS)}")
         try:
             bpps = [float(b) for b in bpp.split(",")] if bpp else None
         except ValueError:

@@ -33,13 +33,25 @@ from .quantize import TensorQuant, from_symbols, to_symbols
 from .ratecontrol import BITS_PER_WEIGHT, budget_quantiser, fit_to_budget, fixed_bits
 
 
-#: Training presets. ``steps`` and ``qat_steps`` count optimiser steps; ``batch`` is samples per
-#: network per step.
-EFFORTS = {
-    "fast": dict(steps=800, qat_steps=100, batch=4096, lr=1e-3),
-    "default": dict(steps=6000, qat_steps=600, batch=4096, lr=1e-3),
-    "best": dict(steps=40000, qat_steps=4000, batch=4096, lr=1e-3),
-}
+#: The efforts, from quickest to best. Each family sets its training steps per effort
+#: (``ImageModel.steps``), so that an effort costs about the same time in every family.
+EFFORTS = ("fast", "default", "best")
+#: Quantisation-aware fine-tuning steps, as a share of the training steps.
+QAT_SHARE = 0.1
+#: Training samples per step, over all of a model's networks.
+BATCH = 4096
+
+
+def training_preset(family: type[ImageModel], effort: str, steps: int | None = None) -> dict:
+    """Training steps, fine-tuning steps, batch and learning rate for a family and effort;
+    ``steps`` overrides the effort's step count (fine-tuning scales along)."""
+    if effort not in EFFORTS:
+        raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
+    if steps is not None and steps < 1:
+        raise InrInputError("steps must be at least 1")
+    steps = family.steps[effort] if steps is None else steps
+    return dict(steps=steps, qat_steps=round(QAT_SHARE * steps), batch=BATCH,
+                lr=family.learning_rate)
 
 
 def quality_to_bpp(quality: float) -> float:
@@ -108,7 +120,7 @@ def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None
              seed: int = 0, encoding: str | None = None, color: str | None = None,
              hparams: dict | None = None, bits: int | None = None, compile: bool | None = None,
              device: str = "auto", progress: Callable[[Progress], None] | None = None,
-             **fit_overrides) -> EncodeResult:
+             bits_per_weight: float | None = None, **fit_overrides) -> EncodeResult:
     """Encode an image. Returns the `.inr` bytes with the encoding's measurements.
 
     - ``model``: a family name (see ``inrcodec.FAMILIES``).
@@ -116,6 +128,10 @@ def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None
       at most 5% above the target.
     - ``effort``: ``fast``, ``default`` or ``best`` training presets; ``steps`` overrides the
       number of training steps (fine-tuning steps scale with it).
+    - ``bits_per_weight``: the rate that sizing assumes per weight (default BITS_PER_WEIGHT);
+      lower means a bigger network with coarser quantisers.
+    - Further keyword arguments override :class:`~.fit.FitOptions` fields (``lr``, ``batch``,
+      ``qat_steps``, ``allocation``, ...), for experiments.
     - ``hparams``: the family's hyper-parameters, in full or in part; without a ``width`` (or the
       family's size parameter) the network is sized for the rate target.
     - ``bits``: quantise every tensor to this many bits instead of searching the step for the
@@ -128,8 +144,8 @@ def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None
     pixels = load_image(image)
     height, width, channels = pixels.shape
     family = get_family(model)
-    if effort not in EFFORTS:
-        raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
+    preset = training_preset(family, effort, steps)
+    preset.update(fit_overrides)
     if bpp is not None and quality is not None:
         raise InrInputError("give --bpp or --quality, not both")
     if bpp is None:
@@ -146,16 +162,10 @@ def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None
     except ValueError as exc:
         raise InrInputError(str(exc)) from None
 
-    net = _build_model(family, height, width, transform, enc, dict(hparams or {}), budget, seed)
+    net = _build_model(family, height, width, transform, enc, dict(hparams or {}), budget, seed,
+                       bits_per_weight or BITS_PER_WEIGHT)
     torch_device = resolve_device(device)
     net.to(torch_device)
-    preset = dict(EFFORTS[effort])
-    if steps is not None:
-        if steps < 1:
-            raise InrInputError("steps must be at least 1")
-        preset["qat_steps"] = round(preset["qat_steps"] * steps / preset["steps"])
-        preset["steps"] = steps
-    preset.update(fit_overrides)
     header_bytes = _header_size(net)
     payload_budget = budget - header_bytes
     if bits is not None:
@@ -199,15 +209,16 @@ def _header_size(net: ImageModel) -> int:
 
 
 def _build_model(family: type[ImageModel], height: int, width: int, transform: ColorTransform,
-                 enc: Encoding, hparams: dict, budget: float, seed: int) -> ImageModel:
+                 enc: Encoding, hparams: dict, budget: float, seed: int,
+                 bits_per_weight: float) -> ImageModel:
     """The network to fit: ``hparams`` as given, the rest sized so the weights fill ``budget``
-    bytes at about BITS_PER_WEIGHT bits each after the header (whose size depends only on the
+    bytes at about ``bits_per_weight`` bits each after the header (whose size depends only on the
     number of tensors, so one correction settles it)."""
     header = 64
     for _ in range(2):
         chosen = dict(hparams)
         if set(family.schema.names()) - set(chosen):
-            n_weights = int(max(0.0, budget - header) * 8 / BITS_PER_WEIGHT)
+            n_weights = int(max(0.0, budget - header) * 8 / bits_per_weight)
             chosen = family.hparams_for_params(n_weights, height, width, transform.channels,
                                                enc.out_dim, **hparams)
         try:

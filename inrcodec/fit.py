@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from torch.func import functional_call
+from torch.func import functional_call, grad_and_value
 
 from .models.base import FitTask, ImageModel
 from .quantize import TensorQuant, choose, fake_quantize
@@ -34,6 +34,9 @@ from .ratecontrol import Quantiser, fixed_bits
 COMPILE_MIN_STEPS = 1500
 #: Steps between progress reports (evaluations report too).
 PROGRESS_EVERY = 25
+#: Adam's moment decay rates and epsilon (PyTorch's defaults).
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 
 
 @dataclass
@@ -106,7 +109,13 @@ def _quiet_dynamo() -> None:
 
 
 class _Loop:
-    """The training loop of one stage, with or without quantisation in the forward pass."""
+    """The training loop of one stage, with or without quantisation in the forward pass.
+
+    A step is one function: assemble the batch from the stage's random draws, compute the loss
+    and its gradient (``torch.func``), and update the weights with Adam (written out here, so
+    that the whole step traces as one graph). Compiled, it is one call per step with no Python
+    in between, which matters on a CPU where a step of small networks is mostly overhead.
+    """
 
     def __init__(self, task: FitTask, options: FitOptions, steps: int, peak_lr: float,
                  quants: dict[str, TensorQuant] | None, generator: torch.Generator,
@@ -117,28 +126,42 @@ class _Loop:
         per_group = round(options.batch * task.batch_factor / task.groups)
         self.batch = max(1, min(max(16, per_group), task.samples))
         module = task.module
-        self.named = [(n, p) for n, p in module.named_parameters()]
+        self.named = list(module.named_parameters())
         self.device = self.named[0][1].device
         self.lr = torch.tensor(peak_lr, device=self.device)
-        self.optimizer = torch.optim.Adam([p for _, p in self.named], lr=self.lr)
+        names = [n for n, _ in self.named]
+        params = [p.detach() for _, p in self.named]  # the module's own storage
+        first = [torch.zeros_like(p) for p in params]
+        second = [torch.zeros_like(p) for p in params]
+        count = torch.zeros((), device=self.device)
+        data = {k: v.to(self.device) for k, v in task.data.items()}
+        drop_weights = task.weighted and not options.window_weights
+        beta1, beta2, eps = ADAM_BETAS + (ADAM_EPS,)
 
-        def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
-            if quants is None:
-                pred = module(x)
-            else:
-                params = {n: fake_quantize(p, quants[n]) for n, p in self.named}
-                pred = functional_call(module, params, (x,))
-            loss = task.loss(pred, y)
-            loss.backward()
-            self.optimizer.step()
-            return loss.detach()
+        def loss_of(weights: list[torch.Tensor], draws: torch.Tensor) -> torch.Tensor:
+            x, y = task.assemble(data, draws)
+            if drop_weights:
+                y = y[..., :-1]
+            if quants is not None:
+                weights = [fake_quantize(w, quants[n]) for n, w in zip(names, weights)]
+            return task.loss(functional_call(module, dict(zip(names, weights)), (x,)), y)
+
+        def step(draws: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+            grads, loss = grad_and_value(loss_of)(params, draws)
+            count.add_(1)
+            correction1 = 1 - beta1 ** count
+            correction2 = 1 - beta2 ** count
+            for p, g, m, v in zip(params, grads, first, second):
+                m.mul_(beta1).add_(g, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                p.sub_(lr * (m / correction1) / ((v / correction2).sqrt() + eps))
+            return loss
 
         use_compile = options.compile if options.compile is not None \
             else steps >= COMPILE_MIN_STEPS
         if use_compile:
             _quiet_dynamo()
-            step = torch.compile(step)
+            step = torch.compile(step, fullgraph=True)
         self.step = step
 
     def evaluate(self) -> float:
@@ -163,16 +186,13 @@ class _Loop:
         loop_start = time.perf_counter()
         for i in range(self.steps):
             self.lr.fill_(_schedule(i, self.steps, self.options, self.peak_lr))
-            x, y = self.task.sample(self.generator, self.batch)
-            if self.task.weighted and not self.options.window_weights:
-                y = y[..., :-1]
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            draws = self.task.draw(self.generator, self.batch).to(self.device, non_blocking=True)
             if i == 0:
                 start = time.perf_counter()
-                self.step(x, y)  # compiles, when compiling
+                self.step(draws, self.lr)  # compiles, when compiling
                 self.first_step_seconds = time.perf_counter() - start
             else:
-                self.step(x, y)
+                self.step(draws, self.lr)
             if (i + 1) % every == 0 or i + 1 == self.steps:
                 start = time.perf_counter()
                 mse = self.evaluate()

@@ -51,23 +51,34 @@ def sample_positions(n: int, out: int) -> torch.Tensor:
 class FitTask:
     """One training stage: batches of (inputs, targets) and a loss on them.
 
-    ``sample(generator, batch)`` returns inputs shaped (G, B, in) and targets (G, B, C) for
-    ``module``, whose parameters the stage trains; ``loss`` compares ``module(inputs)`` with the
-    targets as RGB squared error; ``evaluate(max_pixels=0)`` returns the RGB MSE of the whole
-    image as rendered (on a subsampled grid of at most ``max_pixels``, default EVAL_PIXELS); ``samples`` is how many
+    A batch is made in two parts: ``draw(generator, batch)`` draws its random numbers on the
+    CPU (so every device sees the same batches), and ``assemble(data, draws)``, a pure tensor
+    function that the trainer compiles into the training step, turns them into inputs shaped
+    (G, B, in) and targets (G, B, C) for ``module``, whose parameters the stage trains. ``data``
+    holds the constant tensors ``assemble`` reads (the image, lookup tables), moved to the
+    training device once. ``loss`` compares ``module(inputs)`` with the targets as RGB squared
+    error; ``evaluate(max_pixels=0)`` returns the RGB MSE of the whole image as rendered (on a
+    subsampled grid of at most ``max_pixels``, default EVAL_PIXELS); ``samples`` is how many
     distinct training samples one group has; ``groups`` is G. A step draws ``batch / G`` samples
     per group (``batch`` being the effort's samples per step) times ``batch_factor``, for stages
     whose samples are worth more than a pixel each (the DCT family's blocks).
     """
 
     module: torch.nn.Module
-    sample: Callable[[torch.Generator, int], tuple[torch.Tensor, torch.Tensor]]
+    draw: Callable[[torch.Generator, int], torch.Tensor]
+    assemble: Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    data: dict[str, torch.Tensor]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     evaluate: Callable[..., float]
     samples: int
     groups: int = 1
     batch_factor: float = 1.0
     weighted: bool = False  # targets carry a per-sample loss weight as their last channel
+
+    def sample(self, generator: torch.Generator, batch: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch of (inputs, targets), on the CPU."""
+        return self.assemble(self.data, self.draw(generator, batch))
     name: str = "fit"
     share: float = 1.0  # fraction of the training steps this stage gets
     finish: Callable[[], None] | None = None  # called after the stage (e.g. to freeze results)
@@ -81,6 +92,10 @@ class ImageModel(torch.nn.Module):
     schema: ClassVar[Schema]
     default_color: ClassVar[str] = "rgb"
     default_encoding: ClassVar[tuple[str, dict]] = ("none", {})
+    #: Training steps per effort, set per family so that the default effort of a Kodak-size
+    #: image (about 400k pixels) takes about a minute on two CPU cores (docs/results).
+    steps: ClassVar[dict[str, int]] = {"fast": 1000, "default": 6000, "best": 40000}
+    learning_rate: ClassVar[float] = 1e-3
 
     def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
                  encoding: Encoding, extra: dict | None = None):

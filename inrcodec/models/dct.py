@@ -139,15 +139,19 @@ class DctHead(ImageModel):
         inverse_t = self.color.inverse_matrix.T.contiguous()
         n = coords.shape[0]
 
-        def sample(generator: torch.Generator, batch: int):
-            index = torch.randint(0, n, (batch,), generator=generator)
-            return coords[index][None], coefficients[index][None]
+        def draw(generator: torch.Generator, batch: int) -> torch.Tensor:
+            return torch.randint(0, n, (batch,), generator=generator)
+
+        def assemble(data: dict[str, torch.Tensor], index: torch.Tensor):
+            return data["coords"][index][None], data["coefficients"][index][None]
 
         def loss(stored: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
             error = self.spread(stored) - wanted  # (1, B, C, K)
             return (error.transpose(-1, -2) @ inverse_t.to(error.device)).square().mean()
 
-        yield FitTask(module=self, sample=sample, loss=loss, samples=n, name="dct",
+        yield FitTask(module=self, draw=draw, assemble=assemble,
+                      data={"coords": coords, "coefficients": coefficients}, loss=loss,
+                      samples=n, name="dct",
                       evaluate=partial(self.mse_against, target), batch_factor=BATCH_FACTOR)
 
     # -- rendering ----------------------------------------------------------------------------

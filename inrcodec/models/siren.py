@@ -53,16 +53,17 @@ class TiledSiren(torch.nn.Module):
         tiling = self.tiling
         weighted = tiling.overlap > 0 and tiling.groups > 1
 
-        def sample(generator: torch.Generator, batch: int):
-            iy, ix, coords, weights = tiling.sample_batch(generator, batch)
-            values = target[iy, ix]
+        def assemble(data: dict[str, torch.Tensor], draws: torch.Tensor):
+            iy, ix, coords, weights = tiling.assemble(data, draws)
+            values = data["target"][iy, ix]
             if weighted:
                 values = torch.cat([values, weights[..., None]], dim=-1)
             return coords, values
 
-        return FitTask(module=self, sample=sample, loss=rgb_mse_loss(color), evaluate=evaluate,
-                       samples=tiling.pixels_per_group(), groups=tiling.groups, name=name,
-                       share=share, weighted=weighted)
+        return FitTask(module=self, draw=tiling.draw, assemble=assemble,
+                       data=tiling.training_data(target), loss=rgb_mse_loss(color),
+                       evaluate=evaluate, samples=tiling.pixels_per_group(),
+                       groups=tiling.groups, name=name, share=share, weighted=weighted)
 
     @torch.no_grad()
     def render_into(self, out: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> None:

@@ -77,13 +77,8 @@ class Tiling:
 
     def sample(self, generator: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``batch`` random pixels from each group's extended region: indices (G, B) in y and x."""
-        oy, ox = self._offsets(generator, batch)
-        return self.pixel_ranges[:, 0:1] + oy, self.pixel_ranges[:, 2:3] + ox
-
-    def _offsets(self, generator: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        r = self.pixel_ranges
-        u = torch.rand(2, self.groups, batch, generator=generator)
-        return (u[0] * (r[:, 1:2] - r[:, 0:1])).long(), (u[1] * (r[:, 3:4] - r[:, 2:3])).long()
+        iy, ix, _, _ = self.sample_batch(generator, batch)
+        return iy, ix
 
     def _tables(self) -> tuple[torch.Tensor, ...]:
         """Per group, along each axis of its pixel range: local coordinate and blend weight of
@@ -102,15 +97,34 @@ class Tiling:
             )
         return self._cached_tables
 
+    def training_data(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The constant tensors :meth:`assemble` reads: the target image and, per group along
+        each axis of its pixel range, the local coordinate and blend weight of every pixel."""
+        local_y, local_x, weight_y, weight_x = self._tables()
+        return {"target": target, "ranges": self.pixel_ranges, "local_y": local_y,
+                "local_x": local_x, "weight_y": weight_y, "weight_x": weight_x}
+
+    def draw(self, generator: torch.Generator, batch: int) -> torch.Tensor:
+        """The random numbers of ``batch`` samples per group: (2, G, B) in [0, 1)."""
+        return torch.rand(2, self.groups, batch, generator=generator)
+
+    @staticmethod
+    def assemble(data: dict[str, torch.Tensor], draws: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Samples from draws: pixel indices iy, ix (G, B), local coordinates (G, B, 2) and
+        blend weights (G, B). Pure tensor code, traced into the training step."""
+        r = data["ranges"]
+        oy = (draws[0] * (r[:, 1:2] - r[:, 0:1])).long()
+        ox = (draws[1] * (r[:, 3:4] - r[:, 2:3])).long()
+        coords = torch.stack([data["local_x"].gather(1, ox), data["local_y"].gather(1, oy)],
+                             dim=-1)
+        weights = data["weight_y"].gather(1, oy) * data["weight_x"].gather(1, ox)
+        return r[:, 0:1] + oy, r[:, 2:3] + ox, coords, weights
+
     def sample_batch(self, generator: torch.Generator, batch: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training samples of every group: pixel indices iy, ix (G, B), local coordinates
-        (G, B, 2) and blend weights (G, B); the same draws as :meth:`sample`."""
-        oy, ox = self._offsets(generator, batch)
-        local_y, local_x, weight_y, weight_x = self._tables()
-        coords = torch.stack([local_x.gather(1, ox), local_y.gather(1, oy)], dim=-1)
-        weights = weight_y.gather(1, oy) * weight_x.gather(1, ox)
-        return self.pixel_ranges[:, 0:1] + oy, self.pixel_ranges[:, 2:3] + ox, coords, weights
+        """:meth:`assemble` of fresh draws: the same pixels as :meth:`sample`."""
+        return self.assemble(self.training_data(torch.empty(0)), self.draw(generator, batch))
 
     @staticmethod
     def _weight_1d(pos: torch.Tensor, index, count: int, size: float, margin: float
