@@ -24,8 +24,21 @@ IMAGES = ["kodim01", "kodim07", "kodim13", "kodim19"]
 
 #: name -> (codec spec, what the variant changes)
 VARIANTS: dict[str, tuple[str, str]] = {
+    "gridded": ("inr:gridded", "gridded SIREN, the family's defaults (the base of the levers below)"),
+    "uniform": ("inr:gridded+allocation=uniform",
+                "one quantiser step for every tensor (no sensitivity probe)"),
+    "no-qat": ("inr:gridded+qat_steps=0", "no quantisation-aware fine-tuning"),
+    "no-window": ("inr:gridded+window_weights=false",
+                  "overlap samples not weighted by the blend window"),
+    "no-pe": ("inr:gridded+encoding=none", "raw coordinates instead of positional encoding (L=4)"),
+    "ycbcr": ("inr:gridded+color=ycbcr", "fit in YCbCr instead of RGB"),
+    "eager": ("inr:gridded+compile=false", "no torch.compile of the training step"),
+    "lr2x": ("inr:gridded+lr=0.002", "learning rate 2e-3 instead of 1e-3"),
+    "bits5": ("inr:gridded+bits_per_weight=5",
+              "network sized for 5 bits per weight instead of 6.5 (more, coarser weights)"),
+    "bits8": ("inr:gridded+bits_per_weight=8",
+              "network sized for 8 bits per weight (fewer, finer weights)"),
     "siren": ("inr:siren", "plain SIREN, the family's defaults"),
-    "gridded": ("inr:gridded", "gridded SIREN, the family's defaults"),
     "residual": ("inr:residual", "residual SIREN, the family's defaults"),
     "dct": ("inr:dct", "DCT-head SIREN, the family's defaults"),
 }
@@ -60,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--effort", default="default")
     parser.add_argument("--dataset", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("bench-out/ablation"))
+    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     args = parser.parse_args(argv)
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -80,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['psnr']:.2f} dB, {row['bpp']:.3f} bpp, {row['encode_seconds']:.1f} s",
                   file=sys.stderr, flush=True)
 
-    rows = run_jobs(jobs, Cache(args.out / "cache"), on_done=tick)
+    rows = run_jobs(jobs, Cache(args.out / "cache"), args.jobs, on_done=tick)
     print(f"Images: {', '.join(im.name for im in images)}; effort {args.effort}.\n")
     print(table(rows, names, bpps))
 

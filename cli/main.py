@@ -129,7 +129,7 @@ def encode(
                                        "stdin."),
     output: str = typer.Option(..., "-o", "--output", help="The .inr file to write (- for "
                                "stdout), or a folder (OUTDIR/) for several inputs."),
-    model: str = typer.Option("siren", "--model", "-m", help="Model family: "
+    model: str = typer.Option("gridded", "--model", "-m", help="Model family: "
                               + ", ".join(inrcodec.FAMILIES) + "."),
     bpp: Optional[float] = typer.Option(None, help="Target bits per pixel (the file lands at "
                                         "most 5% above)."),
@@ -259,6 +259,8 @@ def bench(
     crop: Optional[str] = typer.Option(None, help="Centre-crop images to WIDTHxHEIGHT."),
     jobs: int = typer.Option(1, min=1, help="Parallel worker processes."),
     task: str = typer.Option("rd", help="rd (rate-distortion) or upscale."),
+    report: Optional[Path] = typer.Option(None, help="Where the markdown report goes (default "
+                                          "OUT/report.md; plots stay in OUT)."),
 ) -> None:
     """Rate-distortion report (bpp vs PSNR, MS-SSIM, BD-rate, plots) against JPEG, WebP, AVIF
     and JPEG 2000."""
@@ -279,7 +281,7 @@ def bench(
                              out=out, bpps=bpps, points=points, effort=effort, limit=limit,
                              crop=parse_size(crop) if crop else None,
                              names=images.split(",") if images else None, jobs=jobs, task=task,
-                             command="inr " + " ".join(sys.argv[1:]))
+                             command="inr " + " ".join(sys.argv[1:]), report=report)
         path = run_bench(config, progress=count_progress)
         typer.echo(f"report: {path}", err=True)
 

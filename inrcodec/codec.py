@@ -115,7 +115,7 @@ def _serialise(model: ImageModel, quants: dict[str, TensorQuant]) -> bytes:
     return _model_file(model, ordered, payload).to_bytes()
 
 
-def compress(image: ImageLike, *, model: str = "siren", bpp: float | None = None,
+def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = None,
              quality: float | None = None, effort: str = "default", steps: int | None = None,
              seed: int = 0, encoding: str | None = None, color: str | None = None,
              hparams: dict | None = None, bits: int | None = None, compile: bool | None = None,

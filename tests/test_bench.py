@@ -55,6 +55,10 @@ def test_psnr_at_interpolates_in_log_rate_and_never_extrapolates():
     assert psnr_at(curve, 0.5) == pytest.approx(32.0)
     assert psnr_at(curve, 0.25) == 30.0
     assert psnr_at(curve, 2.0) is None and psnr_at(curve, 0.1) is None
+    # a target a hair beyond the measured end (a rate target met from below) is that end
+    assert psnr_at([(0.2505, 30.0), (0.998, 34.0)], 0.25) == 30.0
+    assert psnr_at([(0.2505, 30.0), (0.998, 34.0)], 1.0) == 34.0
+    assert psnr_at(curve, 1.02) is None
 
 
 def test_ms_ssim_is_one_for_identical_images_and_lower_for_noise():
@@ -104,6 +108,14 @@ def test_quick_run_writes_every_file_and_resumes_from_cache(dataset, tmp_path, m
     before = (tmp_path / "results.csv").read_text()
     run(config(dataset, tmp_path))
     assert (tmp_path / "results.csv").read_text() == before
+
+
+def test_report_elsewhere_links_its_plots_relative_to_itself(dataset, tmp_path):
+    path = run(config(dataset, tmp_path / "out", report=tmp_path / "docs" / "kodak.md"))
+    assert path == tmp_path / "docs" / "kodak.md"
+    text = path.read_text()
+    assert "![PSNR](../out/rd_psnr.png)" in text and "![visual](../out/visual.png)" in text
+    assert not (tmp_path / "out" / "report.md").exists()
 
 
 def test_a_refused_job_is_reported_not_fatal(dataset, tmp_path):

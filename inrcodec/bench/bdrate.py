@@ -22,6 +22,9 @@ import numpy as np
 
 Curve = Sequence[tuple[float, float]]
 
+#: Relative distance from a curve's end within which psnr_at still answers (see there).
+RATE_TOLERANCE = 0.01
+
 
 def _clean(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
     points = sorted((float(r), float(d)) for r, d in curve
@@ -69,9 +72,11 @@ def bd_psnr(test: Curve, reference: Curve) -> float | None:
 
 def psnr_at(curve: Curve, bpp: float) -> float | None:
     """PSNR at ``bpp``, linear in log-rate between the two nearest points; None outside the
-    curve (never extrapolated)."""
+    curve (never extrapolated). A rate within ``RATE_TOLERANCE`` of an end point of the curve
+    counts as that point: the mean rate of files aimed at 1 bpp may land at 0.998."""
     rate, dist = _clean(curve)
-    if len(rate) == 0 or not rate.min() <= bpp <= rate.max():
+    tolerance = 1 + RATE_TOLERANCE
+    if len(rate) == 0 or not rate.min() / tolerance <= bpp <= rate.max() * tolerance:
         return None
     order = np.argsort(rate)
     return float(np.interp(math.log(bpp), np.log(rate[order]), dist[order]))

@@ -13,6 +13,7 @@ Lanczos upscales of our own scale-1 decode and of JPEG at the same file size.
 
 from __future__ import annotations
 
+import os
 import math
 import statistics
 import time
@@ -51,6 +52,18 @@ class BenchConfig:
     jobs: int = 1
     task: str = "rd"
     command: str = ""
+    #: Where the markdown report goes (default OUT/report.md, or OUT/upscale.md for the upscale
+    #: task); its plots stay in OUT and are linked relative to it.
+    report: Path | None = None
+
+
+def _report_path(config: BenchConfig, default: str) -> Path:
+    return config.report if config.report is not None else config.out / default
+
+
+def _link(config: BenchConfig, path: Path, picture: str) -> str:
+    """The markdown link to a plot in OUT, relative to the report at ``path``."""
+    return Path(os.path.relpath(config.out / picture, path.parent)).as_posix()
 
 
 def plan(config: BenchConfig) -> tuple[str, list[BenchImage], list[BenchCodec], list[Job]]:
@@ -149,12 +162,14 @@ def write_rd(config, name, images, rows, jobs, cache, out, seconds) -> Path:
                   "From `../shared/anchors/kodak` (sources in its README), with BD-rates "
                   "against this run's live JPEG curve." + note, "",
                   report.summary_table(anchors, reference), ""]
-    lines += ["## Plots", "", "![PSNR](rd_psnr.png)", "", "![MS-SSIM](rd_msssim.png)", ""]
+    path = _report_path(config, "report.md")
+    lines += ["## Plots", "", f"![PSNR]({_link(config, path, 'rd_psnr.png')})", "",
+              f"![MS-SSIM]({_link(config, path, 'rd_msssim.png')})", ""]
     if visual_image:
         lines += ["## The same crop at about 0.25 bpp", "",
                   f"Centre crop of {visual_image}; each codec at its setting nearest to "
                   f"{VISUAL_BPP} bpp on this image (bpp and PSNR of the whole image in the "
-                  "captions).", "", "![visual](visual.png)", ""]
+                  "captions).", "", f"![visual]({_link(config, path, 'visual.png')})", ""]
     failed = report.failures(rows)
     if failed:
         lines += ["## Jobs the codecs refused (left out of the curves)", "", failed, ""]
@@ -164,7 +179,7 @@ def write_rd(config, name, images, rows, jobs, cache, out, seconds) -> Path:
                   per_image, ""]
     lines += ["## Curves", "", report.curve_tables(curves)]
     lines += _facts()
-    path = out / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -245,6 +260,7 @@ def write_upscale(config, name, images, codecs, jobs, cache, out, seconds) -> Pa
             crops = [("original", centre_crop(full, *VISUAL_CROP))] + [
                 (f"{m}\n{psnr(p, full):.2f} dB", centre_crop(p, *VISUAL_CROP))
                 for m, p in results.items()]
+    path = _report_path(config, "upscale.md")
     lines = _header(config, name, images, f"Upscaling by 2 on {name} ({len(images)} images)",
                     seconds)
     lines += ["Each image is downsampled by 2 (2x2 area average), encoded, and brought back to "
@@ -259,8 +275,9 @@ def write_upscale(config, name, images, codecs, jobs, cache, out, seconds) -> Pa
         lines.append(f"| {spec} | {setting} | " + " | ".join(cells) + " |")
     if crops:
         report.visual(crops, out, "upscale.png")
-        lines += ["", f"Centre crop of {images[0].name}:", "", "![upscale](upscale.png)", ""]
+        lines += ["", f"Centre crop of {images[0].name}:", "",
+                  f"![upscale]({_link(config, path, 'upscale.png')})", ""]
     lines += [""] + _facts()
-    path = out / "upscale.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path

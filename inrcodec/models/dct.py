@@ -60,6 +60,7 @@ def dct_matrix(n: int) -> torch.Tensor:
 
 class DctHead(ImageModel):
     name = "dct"
+    steps = {"fast": 1000, "default": 6000, "best": 80000}
     family_id = 3
     schema = Schema(BLOCK, COEFFS, CHROMA, WIDTH, DEPTH, W0_FIRST, W0)
     default_color = "ycbcr"

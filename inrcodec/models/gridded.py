@@ -43,6 +43,7 @@ def grid_for(height: int, width: int, cell_side: int = CELL_SIDE) -> tuple[int, 
 
 class Gridded(ImageModel):
     name = "gridded"
+    steps = {"fast": 2000, "default": 12000, "best": 100000}
     family_id = 1
     schema = Schema(ROWS, COLS, OVERLAP, WIDTH, DEPTH, W0_FIRST, W0)
     default_encoding = ("positional", {"levels": 4})

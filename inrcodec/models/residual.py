@@ -40,6 +40,7 @@ BASE_STEPS = 0.5
 
 class Residual(ImageModel):
     name = "residual"
+    steps = {"fast": 800, "default": 4000, "best": 50000}
     family_id = 2
     schema = Schema(
         Field("base_width", "H", 1, 2048, "hidden units per layer of the base network"),

@@ -91,6 +91,7 @@ class Siren(ImageModel):
     """Plain SIREN: one network maps (x, y) in [-1, 1]^2 to colour."""
 
     name = "siren"
+    steps = {"fast": 300, "default": 1500, "best": 20000}
     family_id = 0
     schema = Schema(WIDTH, DEPTH, W0_FIRST, W0)
 
