@@ -27,7 +27,7 @@ from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.fit import FitOptions, train
 from inrcodec.models import FAMILIES
-from inrcodec.models.base import FitTask, rgb_mse, rgb_mse_loss, sample_positions
+from inrcodec.models.base import FitTask, ImageModel, rgb_mse, rgb_mse_loss, sample_positions
 from inrcodec.models.tiling import Tiling
 
 KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "kodak"
@@ -247,6 +247,18 @@ def seams_experiment(steps: int, bpp: float) -> str:
 
 
 # -- DCT step time ----------------------------------------------------------------------------
+def family_task(name: str, params: int, image: np.ndarray) -> tuple[ImageModel, FitTask]:
+    """A family's model of about ``params`` weights, with its defaults, and its first fit task."""
+    h, w = image.shape[:2]
+    family = FAMILIES[name]
+    kind, enc_params = family.default_encoding
+    enc = Encoding(kind, 2, **enc_params)
+    color = ColorTransform(family.default_color, 3)
+    hp = family.hparams_for_params(params, h, w, 3, enc.out_dim)
+    model = family(h, w, color, hp, enc, generator=torch.Generator().manual_seed(0))
+    return model, next(model.fit_tasks(color.forward(torch.from_numpy(image / 255.0).float())))
+
+
 def dct_speed_experiment(params: int, repeats: int) -> str:
     path = KODAK / "kodim23.png"
     if path.exists():
@@ -257,13 +269,7 @@ def dct_speed_experiment(params: int, repeats: int) -> str:
     h, w = image.shape[:2]
     rows = []
     for name in ("siren", "dct"):
-        family = FAMILIES[name]
-        kind, enc_params = family.default_encoding
-        enc = Encoding(kind, 2, **enc_params)
-        color = ColorTransform(family.default_color, 3)
-        hp = family.hparams_for_params(params, h, w, 3, enc.out_dim)
-        model = family(h, w, color, hp, enc, generator=torch.Generator().manual_seed(0))
-        task = next(model.fit_tasks(color.forward(torch.from_numpy(image / 255.0).float())))
+        model, task = family_task(name, params, image)
         options = FitOptions(batch=4096, compile=True, eval_every=10 ** 9)
         samples = round(options.batch * task.batch_factor)
         per_sample = 1 if name == "siren" else model.block ** 2
@@ -303,13 +309,7 @@ def profile_experiment(family_name: str, params: int, steps: int) -> str:
 
     image = kodak_or_astronaut()
     h, w = image.shape[:2]
-    family = FAMILIES[family_name]
-    kind, enc_params = family.default_encoding
-    enc = Encoding(kind, 2, **enc_params)
-    color = ColorTransform(family.default_color, 3)
-    hp = family.hparams_for_params(params, h, w, 3, enc.out_dim)
-    model = family(h, w, color, hp, enc, generator=torch.Generator().manual_seed(0))
-    task = next(model.fit_tasks(color.forward(torch.from_numpy(image / 255.0).float())))
+    model, task = family_task(family_name, params, image)
     eager = FitOptions(batch=4096, compile=False, eval_every=10 ** 9)
     compiled = FitOptions(batch=4096, compile=True, eval_every=10 ** 9)
     eager_ms = statistics.median(train(task, eager, steps=steps).step_seconds * 1000
