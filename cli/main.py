@@ -261,6 +261,8 @@ def bench(
     task: str = typer.Option("rd", help="rd (rate-distortion) or upscale."),
     report: Optional[Path] = typer.Option(None, help="Where the markdown report goes (default "
                                           "OUT/report.md; plots stay in OUT)."),
+    cached_only: bool = typer.Option(False, "--cached-only", help="Report from the cache "
+                                     "alone; jobs never run are left out."),
 ) -> None:
     """Rate-distortion report (bpp vs PSNR, MS-SSIM, BD-rate, plots) against JPEG, WebP, AVIF
     and JPEG 2000."""
@@ -281,7 +283,8 @@ def bench(
                              out=out, bpps=bpps, points=points, effort=effort, limit=limit,
                              crop=parse_size(crop) if crop else None,
                              names=images.split(",") if images else None, jobs=jobs, task=task,
-                             command="inr " + " ".join(sys.argv[1:]), report=report)
+                             command="inr " + " ".join(sys.argv[1:]), report=report,
+                             cached_only=cached_only)
         path = run_bench(config, progress=count_progress)
         typer.echo(f"report: {path}", err=True)
 

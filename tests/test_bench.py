@@ -118,6 +118,17 @@ def test_report_elsewhere_links_its_plots_relative_to_itself(dataset, tmp_path):
     assert not (tmp_path / "out" / "report.md").exists()
 
 
+def test_cached_only_reports_what_was_run_and_runs_nothing(dataset, tmp_path, monkeypatch):
+    run(config(dataset, tmp_path))
+
+    def must_not_run(job):
+        raise AssertionError(f"ran {job}")
+
+    monkeypatch.setattr(runner, "run_job", must_not_run)
+    report = run(config(dataset, tmp_path, bpps=[0.5, 3.0], cached_only=True))
+    assert "from the cache only: 4 planned jobs had not been run" in report.read_text()
+
+
 def test_a_refused_job_is_reported_not_fatal(dataset, tmp_path):
     report = run(config(dataset, tmp_path, bpps=[0.01, 2.0]))
     text = report.read_text()

@@ -55,6 +55,10 @@ class BenchConfig:
     #: Where the markdown report goes (default OUT/report.md, or OUT/upscale.md for the upscale
     #: task); its plots stay in OUT and are linked relative to it.
     report: Path | None = None
+    #: Report from the cache alone: jobs never run are left out (a setting of a codec then
+    #: appears only if it was measured on every image).
+    cached_only: bool = False
+    skipped: int = 0  # set by run() with cached_only
 
 
 def _report_path(config: BenchConfig, default: str) -> Path:
@@ -99,6 +103,10 @@ def run(config: BenchConfig, progress: Callable | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cache = Cache(out / "cache")
     started = time.perf_counter()
+    if config.cached_only:
+        planned = len(jobs)
+        jobs = [job for job in jobs if cache.get(job) is not None]
+        config.skipped = planned - len(jobs)
     if progress is None:
         rows = run_jobs(jobs, cache, config.jobs)
     else:
@@ -119,8 +127,9 @@ def _header(config: BenchConfig, name: str, images: list[BenchImage], title: str
         f"- data set: {name}, {len(images)} images{crop}",
         f"- effort of inr codecs: {config.effort}; parallel jobs: {config.jobs}",
         f"- run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {seconds:.0f} s of work "
-        f"(cached results are not re-measured)", "",
-    ]
+        f"(cached results are not re-measured)",
+    ] + ([f"- from the cache only: {config.skipped} planned jobs had not been run and are "
+          f"left out"] if config.cached_only else []) + [""]
 
 
 def _facts() -> list[str]:
