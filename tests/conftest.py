@@ -18,4 +18,4 @@ def image() -> np.ndarray:
 @pytest.fixture(scope="session")
 def encoded(image) -> inrcodec.EncodeResult:
     """One plain-SIREN encoding at 2 bpp, shared by the tests that only read it."""
-    return inrcodec.compress(image, bpp=2.0, steps=600, **FAST)
+    return inrcodec.compress(image, model="siren", bpp=2.0, steps=600, **FAST)

@@ -44,7 +44,7 @@ def test_encode_json_reports_the_file(files):
     facts = json.loads(result.stdout)
     assert {"bytes", "bpp", "psnr", "seconds", "model", "params"} <= set(facts)
     assert facts["bytes"] == out.stat().st_size
-    assert facts["model"] == "siren"
+    assert facts["model"] == "gridded"  # the default family
 
 
 def test_decode_scale_and_size(files):

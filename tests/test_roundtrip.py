@@ -84,8 +84,8 @@ def test_grey_images_are_encoded_with_one_channel():
 
 
 def test_explicit_hyper_parameters_are_kept(image):
-    result = inrcodec.compress(image, bpp=2.0, steps=20, hparams={"width": 20, "depth": 2},
-                               **FAST)
+    result = inrcodec.compress(image, model="siren", bpp=2.0, steps=20,
+                               hparams={"width": 20, "depth": 2}, **FAST)
     assert inrcodec.info(result.data)["hparams"]["width"] == 20
     assert inrcodec.info(result.data)["hparams"]["depth"] == 2
     assert result.params == (2 * 20 + 20) + (20 * 20 + 20) + (20 * 3 + 3)
