@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,7 +25,7 @@ from .color import ColorTransform, to_uint8
 from .container import InrFile
 from .encodings import Encoding, parse_encoding
 from .errors import InrInputError
-from .fit import FitOptions, FitReport, Progress, fit, psnr_of
+from .fit import FitOptions, FitReport, Progress, fit
 from .imageio import MAX_PIXELS, MAX_SIDE, ImageLike, load_image
 from .models import FAMILIES, get_family
 from .models.base import ImageModel

@@ -103,9 +103,18 @@ def _schedule(step: int, total: int, options: FitOptions, peak: float) -> float:
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def _quiet_dynamo() -> None:
+#: Graphs torch.compile may keep per function: one per model shape and quantiser set, and a
+#: batch encode or a benchmark worker fits many (Dynamo's default of eight is then an error,
+#: the step being compiled with ``fullgraph=True``).
+RECOMPILE_LIMIT = 256
+
+
+def _prepare_dynamo() -> None:
+    import torch._dynamo
     logging.getLogger("torch._logging._internal").setLevel(logging.ERROR)
     logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
 
 
 class _Loop:
@@ -160,7 +169,7 @@ class _Loop:
         use_compile = options.compile if options.compile is not None \
             else steps >= COMPILE_MIN_STEPS
         if use_compile:
-            _quiet_dynamo()
+            _prepare_dynamo()
             step = torch.compile(step, fullgraph=True)
         self.step = step
 

@@ -133,3 +133,17 @@ def test_device_choice(image, encoded):
         cpu = inrcodec.decode(data).astype(int)
         gpu = inrcodec.decode(data, device="cuda").astype(int)
         assert np.abs(cpu - gpu).max() <= 1
+
+
+def test_compiled_fits_may_outnumber_dynamos_default_graph_limit():
+    """A batch encode compiles a training step per model shape; with fullgraph=True, Dynamo's
+    default limit of eight graphs per function would end the ninth encode with an error."""
+    import torch._dynamo
+    from inrcodec import fit
+    saved = torch._dynamo.config.recompile_limit
+    try:
+        torch._dynamo.config.recompile_limit = 8
+        fit._prepare_dynamo()
+        assert torch._dynamo.config.recompile_limit >= fit.RECOMPILE_LIMIT >= 100
+    finally:
+        torch._dynamo.config.recompile_limit = saved

@@ -98,14 +98,6 @@ def run_job(job: Job) -> tuple[dict, bytes | None]:
 def _init_worker(threads: int) -> None:
     import torch
     torch.set_num_threads(threads)
-    _allow_many_compiles()
-
-
-def _allow_many_compiles() -> None:
-    """One process encodes many images: let torch.compile keep a graph per model shape rather
-    than give up after its default eight (with ``fullgraph=True`` that is an error)."""
-    import torch._dynamo
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
 
 
 class Cache:
@@ -147,7 +139,6 @@ def run_jobs(jobs: list[Job], cache: Cache, workers: int = 1,
             if on_done:
                 on_done(row, True)
     if workers <= 1:
-        _allow_many_compiles()
         for job in todo:
             row, data = run_job(job)
             cache.put(job, row, data)

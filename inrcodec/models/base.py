@@ -92,9 +92,10 @@ class ImageModel(torch.nn.Module):
     schema: ClassVar[Schema]
     default_color: ClassVar[str] = "rgb"
     default_encoding: ClassVar[tuple[str, dict]] = ("none", {})
-    #: Training steps per effort, set per family so that the default effort of a Kodak-size
-    #: image (about 400k pixels) takes about a minute on two CPU cores (docs/results).
-    steps: ClassVar[dict[str, int]] = {"fast": 1000, "default": 6000, "best": 40000}
+    #: Training steps per effort, set per family so that an effort costs about the same time in
+    #: every family; the default takes well under a minute for a Kodak image on two CPU cores
+    #: (docs/results/kodak.md).
+    steps: ClassVar[dict[str, int]]
     learning_rate: ClassVar[float] = 1e-3
 
     def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
