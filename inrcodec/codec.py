@@ -5,8 +5,8 @@ container, and back.
 the same with plain return values). Rate control: a target in bits per pixel (``bpp``, or
 ``quality`` through :func:`quality_to_bpp`) becomes a byte budget for the whole file. The network
 is sized so that its weights fill the budget; after fitting, the quantiser step sizes are
-searched so the entropy-coded payload fits; quantisation-aware fine-tuning then runs through
-those quantisers, and a last check coarsens them if the file still overshoots (see
+searched so the entropy-coded payload fits; optional quantisation-aware fine-tuning then runs
+through those quantisers, and a last check coarsens them if the file still overshoots (see
 :mod:`.ratecontrol`).
 """
 
@@ -36,15 +36,17 @@ from .ratecontrol import BITS_PER_WEIGHT, budget_quantiser, fit_to_budget, fixed
 #: The efforts, from quickest to best. Each family sets its training steps per effort
 #: (``ImageModel.steps``), so that an effort costs about the same time in every family.
 EFFORTS = ("fast", "default", "best")
-#: Quantisation-aware fine-tuning steps, as a share of the training steps.
-QAT_SHARE = 0.1
+#: Quantisation-aware fine-tuning steps, as a share of the training steps. Off by default: on
+#: Kodak it gained nothing measurable at our quantiser steps while it cost more time than the
+#: training steps it displaced (docs/experiments.md); ``qat_steps`` still turns it on.
+QAT_SHARE = 0.0
 #: Training samples per step, over all of a model's networks.
 BATCH = 4096
 
 
 def training_preset(family: type[ImageModel], effort: str, steps: int | None = None) -> dict:
     """Training steps, fine-tuning steps, batch and learning rate for a family and effort;
-    ``steps`` overrides the effort's step count (fine-tuning scales along)."""
+    ``steps`` overrides the effort's step count."""
     if effort not in EFFORTS:
         raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
     if steps is not None and steps < 1:
@@ -127,7 +129,7 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
     - ``bpp`` or ``quality`` (1..100): the rate target; neither means quality 50. The file lands
       at most 5% above the target.
     - ``effort``: ``fast``, ``default`` or ``best`` training presets; ``steps`` overrides the
-      number of training steps (fine-tuning steps scale with it).
+      number of training steps.
     - ``bits_per_weight``: the rate that sizing assumes per weight (default BITS_PER_WEIGHT);
       lower means a bigger network with coarser quantisers.
     - Further keyword arguments override :class:`~.fit.FitOptions` fields (``lr``, ``batch``,

@@ -11,8 +11,9 @@ A rate target (bits per pixel) is a byte budget for the whole file. Three steps 
    quantisation adds ``S_t * step^2 / 12`` to the MSE and costs about ``-n_t log2 step`` bits,
    and the Lagrangian optimum is ``step_t ~ sqrt(n_t / S_t)``. Without sensitivities every
    tensor gets the same number of bits over its range (``uniform``).
-3. **Final check** (:func:`fit_to_budget`): quantisation-aware fine-tuning moves weights, so the
-   file is coarsened in small steps until it is at most RATE_TOLERANCE over budget.
+3. **Final check** (:func:`fit_to_budget`): quantisation-aware fine-tuning (optional) moves
+   weights, so the file is coarsened in small steps until it is at most RATE_TOLERANCE over
+   budget.
 """
 
 from __future__ import annotations

@@ -32,18 +32,21 @@ COLS = Field("cols", "B", 1, 64, "grid columns")
 OVERLAP = Field("overlap", "e", 0, 0.5, "band shared with each neighbour, as a fraction of the "
                 "cell size")
 
-#: Side of a cell, in pixels, that sizing aims for.
-CELL_SIDE = 128
+#: Hidden width that sizing aims for: the grid has as many cells as networks of this width
+#: that the budget buys. Measured on kodim01 and kodim07 from 0.12 to 1 bpp (docs/experiments.md),
+#: cells whose networks come out near 20 wide beat both finer grids of narrower networks and
+#: coarser grids of wider ones, at every rate.
+TARGET_WIDTH = 20
 
 
-def grid_for(height: int, width: int, cell_side: int = CELL_SIDE) -> tuple[int, int]:
+def grid_for(height: int, width: int, cell_side: float) -> tuple[int, int]:
     """Rows and columns of cells about ``cell_side`` pixels square."""
     return (min(64, max(1, round(height / cell_side))), min(64, max(1, round(width / cell_side))))
 
 
 class Gridded(ImageModel):
     name = "gridded"
-    steps = {"fast": 2000, "default": 12000, "best": 100000}
+    steps = {"fast": 2000, "default": 20000, "best": 100000}
     family_id = 1
     schema = Schema(ROWS, COLS, OVERLAP, WIDTH, DEPTH, W0_FIRST, W0)
     default_encoding = ("positional", {"levels": 4})
@@ -80,7 +83,10 @@ class Gridded(ImageModel):
     @classmethod
     def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, **fixed):
         hp = {"depth": 3, "overlap": 0.0625, "w0_first": 30.0, "w0": 30.0, **fixed}
-        rows, cols = grid_for(height, width)
+        per_cell = SirenStack.count(1, encoding_dim, hp.get("width", TARGET_WIDTH), hp["depth"],
+                                    channels)
+        cells = max(1.0, n_params / per_cell)
+        rows, cols = grid_for(height, width, math.sqrt(height * width / cells))
         rows, cols = hp.get("rows", rows), hp.get("cols", cols)
 
         def hidden(rows: int, cols: int) -> int:
