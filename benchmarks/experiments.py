@@ -5,6 +5,7 @@
     python benchmarks/experiments.py seams       # PSNR along grid cell edges vs elsewhere
     python benchmarks/experiments.py dct-speed   # DCT-head vs plain SIREN training step time
     python benchmarks/experiments.py profile     # where a training step's time goes
+    python benchmarks/experiments.py large       # peak memory of a 4096x4096 encode
 
 Timings are medians over repeats where stated, measured on the machine that runs the script;
 nothing else should run meanwhile.
@@ -339,6 +340,44 @@ def profile_experiment(family_name: str, params: int, steps: int) -> str:
     return caption + table(["category", "share of eager step"], rows)
 
 
+def kodak_mosaic(side: int) -> np.ndarray:
+    """A side x side image tiled from the Kodak images in order (cropped at the edges)."""
+    images = [inrcodec.load_image(p) for p in sorted(KODAK.glob("*.png"))]
+    if not images:
+        raise SystemExit(f"no Kodak images in {KODAK}")
+    out = np.empty((side, side, 3), dtype=np.uint8)
+    tile_h, tile_w = 512, 768
+    n = 0
+    for y in range(0, side, tile_h):
+        for x in range(0, side, tile_w):
+            im = images[n % len(images)]
+            n += 1
+            im = im if im.shape[0] == tile_h else im.transpose(1, 0, 2)
+            out[y:y + tile_h, x:x + tile_w] = im[:side - y, :side - x]
+    return out
+
+
+def large_experiment(side: int, bpp: float, steps: int) -> str:
+    """Peak resident memory and time of a gridded encode of a side x side Kodak mosaic. The
+    step count does not change the memory (batches are the same size at every step)."""
+    import resource
+
+    image = kodak_mosaic(side)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    result = inrcodec.compress(image, model="gridded", bpp=bpp, steps=steps)
+    encoded = time.perf_counter()
+    decoded = inrcodec.decode(result.data)
+    decode_s = time.perf_counter() - encoded
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert decoded.shape == image.shape
+    rows = [[f"{side}x{side}", result.description, steps, f"{result.bpp:.3f}",
+             f"{result.psnr:.2f}", f"{encoded - start:.0f}", f"{decode_s:.1f}",
+             f"{before:.0f}", f"{peak:.0f}"]]
+    return table(["image", "model", "steps", "bpp", "PSNR (dB)", "encode s", "decode s",
+                  "RSS before (MiB)", "peak RSS (MiB)"], rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -359,6 +398,10 @@ def main(argv: list[str] | None = None) -> None:
     d = sub.add_parser("dct-speed")
     d.add_argument("--params", type=int, default=30000)
     d.add_argument("--repeats", type=int, default=5)
+    lg = sub.add_parser("large")
+    lg.add_argument("--side", type=int, default=4096)
+    lg.add_argument("--bpp", type=float, default=0.3)
+    lg.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.experiment == "encodings":
@@ -369,6 +412,8 @@ def main(argv: list[str] | None = None) -> None:
         print(seams_experiment(args.steps, args.bpp))
     elif args.experiment == "profile":
         print(profile_experiment(args.family, args.params, args.steps))
+    elif args.experiment == "large":
+        print(large_experiment(args.side, args.bpp, args.steps))
     else:
         print(dct_speed_experiment(args.params, args.repeats))
     print(f"\n({time.perf_counter() - start:.0f} s; torch {torch.__version__}, "
