@@ -34,7 +34,8 @@ from .ratecontrol import BITS_PER_WEIGHT, budget_quantiser, fit_to_budget, fixed
 
 
 #: The efforts, from quickest to best. Each family sets its training steps per effort
-#: (``ImageModel.steps``), so that an effort costs about the same time in every family.
+#: (``ImageModel.steps``); every family's default effort encodes a Kodak image in under a minute
+#: here (docs/results/kodak.md).
 EFFORTS = ("fast", "default", "best")
 #: Quantisation-aware fine-tuning steps, as a share of the training steps. Off by default: on
 #: Kodak it gained nothing measurable at our quantiser steps while it cost more time than the
