@@ -1,7 +1,8 @@
 """Ablations: one lever at a time, measured on the same Kodak images, as a markdown table.
 
     python benchmarks/ablation.py                       # every variant below
-    python benchmarks/ablation.py --variants base,lr2   # some of them
+    python benchmarks/ablation.py --variants gridded,lr2x      # some of them
+    python benchmarks/ablation.py --steps 6000 --variants screen-previous,screen-depth2
 
 Each variant is an ``inr bench`` codec spec; results are cached in ``--out`` like any benchmark
 job, so a run resumes and only new variants cost time. The table gives, per variant, the mean
@@ -58,10 +59,47 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "siren": ("inr:siren", "plain SIREN, the family's defaults"),
     "residual": ("inr:residual", "residual SIREN, the family's defaults"),
     "dct": ("inr:dct", "DCT-head SIREN, the family's defaults"),
+    "residual-w0f20": ("inr:residual+w0_first=20", "residual, first-layer factor 20 instead of 30"),
+    "residual-w0f20-pe5": ("inr:residual+w0_first=20+encoding=positional:5",
+                           "residual, first-layer factor 20 and 5 levels of positional encoding"),
+    "siren-w0f20": ("inr:siren+w0_first=20", "plain SIREN, first-layer factor 20 instead of 30"),
+    "siren-w0f45": ("inr:siren+w0_first=45", "plain SIREN, first-layer factor 45 instead of 30"),
+    "siren-w0f60": ("inr:siren+w0_first=60", "plain SIREN, first-layer factor 60 instead of 30"),
+    "siren-w0f90": ("inr:siren+w0_first=90", "plain SIREN, first-layer factor 90 instead of 30"),
+    "dct-w0f20": ("inr:dct+w0_first=20", "DCT head, first-layer factor 20 instead of 30"),
+    "dct-w0f15": ("inr:dct+w0_first=15", "DCT head, first-layer factor 15 instead of 30"),
 }
 
+#: The gridded family's defaults before the first-layer factor and the encoding changed: the base
+#: of a screen of the network's shape and frequencies (run with ``--steps 6000``).
+PREVIOUS = "inr:gridded+w0_first=30+encoding=positional:4"
+SCREEN: dict[str, tuple[str, str]] = {
+    "previous": ("", "first-layer factor 30, 4 octaves of positional encoding, depth 3"),
+    "depth2": ("+depth=2", "2 sine layers instead of 3 (wider networks)"),
+    "depth4": ("+depth=4", "4 sine layers instead of 3 (narrower networks)"),
+    "octaves3": ("+encoding=positional:3", "3 octaves of positional encoding"),
+    "octaves5": ("+encoding=positional:5", "5 octaves of positional encoding"),
+    "first10": ("+w0_first=10", "first-layer factor 10"),
+    "first15": ("+w0_first=15", "first-layer factor 15"),
+    "first20": ("+w0_first=20", "first-layer factor 20"),
+    "first45": ("+w0_first=45", "first-layer factor 45"),
+    "hidden20": ("+w0=20", "hidden layers' factor 20 instead of 30"),
+    "hidden40": ("+w0=40", "hidden layers' factor 40 instead of 30"),
+    "floor01": ("+lr_floor=0.01", "learning rate decays to 1% of its peak instead of 5%"),
+    "first15-octaves5": ("+w0_first=15+encoding=positional:5", "first-layer factor 15, 5 octaves"),
+    "first20-octaves5": ("+w0_first=20+encoding=positional:5", "first-layer factor 20, 5 octaves"),
+    "first10-octaves6": ("+w0_first=10+encoding=positional:6", "first-layer factor 10, 6 octaves"),
+}
+VARIANTS.update({f"screen-{name}": (PREVIOUS + change, what)
+                 for name, (change, what) in SCREEN.items()})
 
-def table(rows: list[dict], names: list[str], bpps: list[float]) -> str:
+
+def with_steps(spec: str, steps: int | None) -> str:
+    return f"{spec}+steps={steps}" if steps else spec
+
+
+def table(rows: list[dict], names: list[str], bpps: list[float], steps: int | None = None
+          ) -> str:
     head = ["variant", "change"]
     for b in bpps:
         head += [f"PSNR @ {b} (dB)", f"bpp @ {b}"]
@@ -69,7 +107,7 @@ def table(rows: list[dict], names: list[str], bpps: list[float]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
         spec, what = VARIANTS[name]
-        mine = [r for r in rows if r["codec"] == spec and not r.get("error")]
+        mine = [r for r in rows if r["codec"] == with_steps(spec, steps) and not r.get("error")]
         cells = [name, what]
         for b in bpps:
             at = [r for r in mine if r["setting"] == b]
@@ -91,13 +129,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("bench-out/ablation"))
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps of every variant (a quick screen), instead of the "
+                             "effort's")
     args = parser.parse_args(argv)
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         sys.exit(f"unknown variant(s): {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     bpps = [float(b) for b in args.bpp.split(",")]
-    config = BenchConfig(dataset=args.dataset, codecs=[VARIANTS[n][0] for n in names],
+    config = BenchConfig(dataset=args.dataset, codecs=[with_steps(VARIANTS[n][0], args.steps) for n in names],
                          out=args.out, bpps=bpps, effort=args.effort,
                          names=args.images.split(","))
     _, images, _, jobs = plan(config)
@@ -112,8 +153,9 @@ def main(argv: list[str] | None = None) -> None:
                   file=sys.stderr, flush=True)
 
     rows = run_jobs(jobs, Cache(args.out / "cache"), args.jobs, on_done=tick)
-    print(f"Images: {', '.join(im.name for im in images)}; effort {args.effort}.\n")
-    print(table(rows, names, bpps))
+    steps = f"{args.steps} training steps" if args.steps else f"effort {args.effort}"
+    print(f"Images: {', '.join(im.name for im in images)}; {steps}.\n")
+    print(table(rows, names, bpps, args.steps))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def test_header_layout_is_exact(encoded, image):
     width, depth, w0_first, w0 = struct.unpack("<HBee", data[11:18])
     facts = inrcodec.info(data)
     assert (width, depth) == (facts["hparams"]["width"], facts["hparams"]["depth"])
-    assert (w0_first, w0) == (30.0, 30.0)
+    assert (w0_first, w0) == (60.0, 30.0)  # the plain SIREN's defaults
     assert data[18] == 0  # entropy coder: zstd
     quant = data[19:19 + 5 * 10]
     for i, tensor in enumerate(facts["tensors"]):

@@ -51,7 +51,9 @@ class Residual(ImageModel):
         Field("res_depth", "B", 1, 32, "hidden layers of each residual network"),
         OVERLAP, W0_FIRST, W0,
     )
-    default_encoding = ("positional", {"levels": 4})
+    #: As the gridded family: five octaves and a first-layer factor of 20 (+0.6 / +0.5 dB at
+    #: 0.25 / 0.5 bpp over 4 octaves and 30 on kodim01+07, docs/experiments.md).
+    default_encoding = ("positional", {"levels": 5})
 
     def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
                  encoding: Encoding, extra: dict | None = None,
@@ -153,7 +155,7 @@ class Residual(ImageModel):
     @classmethod
     def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, **fixed):
         rows, cols = grid_for(height, width, cell_side=96)
-        hp = {"base_depth": 4, "res_depth": 3, "overlap": 0.0625, "w0_first": 30.0, "w0": 30.0,
+        hp = {"base_depth": 4, "res_depth": 3, "overlap": 0.0625, "w0_first": 20.0, "w0": 30.0,
               "rows": rows, "cols": cols, **fixed}
         hp.setdefault("cells", max(1, round(CELL_SHARE * hp["rows"] * hp["cols"])))
         hp.setdefault("base_width", largest_width(int(BASE_SHARE * n_params), lambda w:
