@@ -71,7 +71,8 @@ VARIANTS: dict[str, tuple[str, str]] = {
 }
 
 #: The gridded family's defaults before the first-layer factor and the encoding changed: the base
-#: of a screen of the network's shape and frequencies (run with ``--steps 6000``).
+#: of a screen of the network's shape and frequencies (run with ``--steps 6000``). A variant's
+#: options follow in the spec, and a later option overrides an earlier one.
 PREVIOUS = "inr:gridded+w0_first=30+encoding=positional:4"
 SCREEN: dict[str, tuple[str, str]] = {
     "previous": ("", "first-layer factor 30, 4 octaves of positional encoding, depth 3"),
@@ -86,9 +87,7 @@ SCREEN: dict[str, tuple[str, str]] = {
     "hidden20": ("+w0=20", "hidden layers' factor 20 instead of 30"),
     "hidden40": ("+w0=40", "hidden layers' factor 40 instead of 30"),
     "floor01": ("+lr_floor=0.01", "learning rate decays to 1% of its peak instead of 5%"),
-    "first15-octaves5": ("+w0_first=15+encoding=positional:5", "first-layer factor 15, 5 octaves"),
     "first20-octaves5": ("+w0_first=20+encoding=positional:5", "first-layer factor 20, 5 octaves"),
-    "first10-octaves6": ("+w0_first=10+encoding=positional:6", "first-layer factor 10, 6 octaves"),
 }
 VARIANTS.update({f"screen-{name}": (PREVIOUS + change, what)
                  for name, (change, what) in SCREEN.items()})
@@ -138,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         sys.exit(f"unknown variant(s): {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     bpps = [float(b) for b in args.bpp.split(",")]
-    config = BenchConfig(dataset=args.dataset, codecs=[with_steps(VARIANTS[n][0], args.steps) for n in names],
+    specs = [with_steps(VARIANTS[n][0], args.steps) for n in names]
+    config = BenchConfig(dataset=args.dataset, codecs=specs,
                          out=args.out, bpps=bpps, effort=args.effort,
                          names=args.images.split(","))
     _, images, _, jobs = plan(config)
