@@ -59,16 +59,17 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "siren": ("inr:siren", "plain SIREN, the family's defaults"),
     "residual": ("inr:residual", "residual SIREN, the family's defaults"),
     "dct": ("inr:dct", "DCT-head SIREN, the family's defaults"),
-    "residual-w0f20": ("inr:residual+w0_first=20", "residual, first-layer factor 20 instead of 30"),
     "residual-w0f20-pe5": ("inr:residual+w0_first=20+encoding=positional:5",
                            "residual, first-layer factor 20 and 5 levels of positional encoding"),
-    "siren-w0f20": ("inr:siren+w0_first=20", "plain SIREN, first-layer factor 20 instead of 30"),
-    "siren-w0f45": ("inr:siren+w0_first=45", "plain SIREN, first-layer factor 45 instead of 30"),
-    "siren-w0f60": ("inr:siren+w0_first=60", "plain SIREN, first-layer factor 60 instead of 30"),
-    "siren-w0f90": ("inr:siren+w0_first=90", "plain SIREN, first-layer factor 90 instead of 30"),
-    "dct-w0f20": ("inr:dct+w0_first=20", "DCT head, first-layer factor 20 instead of 30"),
-    "dct-w0f15": ("inr:dct+w0_first=15", "DCT head, first-layer factor 15 instead of 30"),
 }
+#: The other families' first-layer factor, from the 30 they all had before.
+for _family, _label, _factors in (("residual", "residual", (20,)),
+                                  ("siren", "plain SIREN", (20, 45, 60, 90)),
+                                  ("dct", "DCT head", (20, 15))):
+    for _factor in _factors:
+        VARIANTS[f"{_family}-w0f{_factor}"] = (
+            f"inr:{_family}+w0_first={_factor}",
+            f"{_label}, first-layer factor {_factor} instead of 30")
 
 #: The gridded family's defaults before the first-layer factor and the encoding changed: the base
 #: of a screen of the network's shape and frequencies (run with ``--steps 6000``). A variant's
