@@ -59,6 +59,9 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "siren": ("inr:siren", "plain SIREN, the family's defaults"),
     "residual": ("inr:residual", "residual SIREN, the family's defaults"),
     "dct": ("inr:dct", "DCT-head SIREN, the family's defaults"),
+    "floor01": ("inr:gridded+lr_floor=0.01",
+                "learning rate decays to 1% of its peak instead of 5%"),
+    "depth4": ("inr:gridded+depth=4", "4 sine layers instead of 3 (narrower networks)"),
     "residual-w0f20-pe5": ("inr:residual+w0_first=20+encoding=positional:5",
                            "residual, first-layer factor 20 and 5 levels of positional encoding"),
 }

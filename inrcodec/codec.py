@@ -103,19 +103,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if err == 0 else 10 * math.log10(255.0 ** 2 / err)
 
 
-def _model_file(model: ImageModel, quants: list[TensorQuant], payload: bytes) -> InrFile:
+def _model_file(model: ImageModel, quants: list[TensorQuant], payload: bytes, coder: str
+                ) -> InrFile:
     return InrFile(width=model.width, height=model.height, channels=model.channels,
                    color=model.color.name, family=model.name, hparams=model.hparams,
                    encoding=model.encoding.kind, encoding_params=model.encoding.params,
-                   extra=model.extra, quants=quants, payload=payload)
+                   extra=model.extra, coder=coder, quants=quants, payload=payload)
 
 
-def _serialise(model: ImageModel, quants: dict[str, TensorQuant]) -> bytes:
+def _serialise(model: ImageModel, quants: dict[str, TensorQuant], coder: str) -> bytes:
     tensors = model.tensors()
     ordered = [quants[n] for n, _ in tensors]
     symbols = [to_symbols(p, q) for (_, p), q in zip(tensors, ordered)]
-    payload = entropy.encode(symbols, [q.bits for q in ordered])
-    return _model_file(model, ordered, payload).to_bytes()
+    payload = entropy.encode(symbols, [q.bits for q in ordered], coder)
+    return _model_file(model, ordered, payload, coder).to_bytes()
 
 
 def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = None,
@@ -123,7 +124,8 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
              seed: int = 0, encoding: str | None = None, color: str | None = None,
              hparams: dict | None = None, bits: int | None = None, compile: bool | None = None,
              device: str = "auto", progress: Callable[[Progress], None] | None = None,
-             bits_per_weight: float | None = None, **fit_overrides) -> EncodeResult:
+             bits_per_weight: float | None = None, coder: str = entropy.DEFAULT_CODER,
+             **fit_overrides) -> EncodeResult:
     """Encode an image. Returns the `.inr` bytes with the encoding's measurements.
 
     - ``model``: a family name (see ``inrcodec.FAMILIES``).
@@ -140,6 +142,7 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
     - ``bits``: quantise every tensor to this many bits instead of searching the step for the
       rate target (the file is then as large as it comes out).
     - ``encoding``: ``none``, ``positional:L`` or ``fourier:N:SCALE[:SEED]``.
+    - ``coder``: the entropy coder, ``rans`` (default) or ``zstd`` (see :mod:`.entropy`).
     - ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; the file is the same
       format either way.
     """
@@ -156,6 +159,9 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
     if not 0.001 <= bpp <= 64:
         raise InrInputError(f"bpp must be in [0.001, 64], not {bpp}")
     budget = bpp * height * width / 8
+    if coder not in entropy.CODER_IDS:
+        raise InrInputError(f"unknown entropy coder {coder!r}; choose from "
+                            f"{', '.join(entropy.CODER_IDS)}")
 
     color_name = color or (family.default_color if channels == 3 else "rgb")
     try:
@@ -182,7 +188,7 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
         def quantiser(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None
                       ) -> dict[str, TensorQuant]:
             share = sum(t.numel() for t in tensors.values()) / total
-            return budget_quantiser(payload_budget * share)(tensors, sensitivity)
+            return budget_quantiser(payload_budget * share, coder)(tensors, sensitivity)
 
     options = FitOptions(seed=seed, compile=compile, quantiser=quantiser, **preset)
     target = transform.forward(_image_tensor(pixels))
@@ -192,12 +198,13 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
     if bits is None:
         tensors = {n: p.detach() for n, p in net.tensors()}
         try:
-            data, quants = fit_to_budget(tensors, quants, lambda q: _serialise(net, q), budget)
+            data, quants = fit_to_budget(tensors, quants, lambda q: _serialise(net, q, coder),
+                                         budget)
         except ValueError as exc:
             raise InrInputError(str(exc)) from None
         _apply(net, quants)
     else:
-        data = _serialise(net, quants)
+        data = _serialise(net, quants, coder)
     decoded = _render_uint8(net, height, width)
     return EncodeResult(data=data, width=width, height=height, model=family.name,
                         params=net.n_params(), psnr=psnr(decoded, pixels),
@@ -208,7 +215,7 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
 def _header_size(net: ImageModel) -> int:
     """Bytes of the file besides the payload: header and checksum."""
     placeholder = [TensorQuant(8, 1.0)] * len(net.tensors())
-    return len(_model_file(net, placeholder, b"").header_bytes()) + 4
+    return len(_model_file(net, placeholder, b"", entropy.DEFAULT_CODER).header_bytes()) + 4
 
 
 def _build_model(family: type[ImageModel], height: int, width: int, transform: ColorTransform,

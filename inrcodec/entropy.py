@@ -7,17 +7,29 @@ tensors come first, in tensor order, then the high bytes of the tensors whose bi
 interleaved high bytes that are nearly always zero. The stream is one zstd frame, with its content
 size recorded, which the decoder checks against the size implied by the header before it
 decompresses anything.
+
+Coder 1, ``rans`` (the default): each tensor's symbols are modelled as a two-sided geometric
+distribution, p(q) ~ r^|q| on -qmax..qmax, whose ratio r (a u16 fraction of 2^16, the maximum-
+likelihood fit to the tensor) is stored, and all tensors are coded as one rANS stream (:mod:`.rans`).
+On Kodak that payload is 3-6% smaller than coder 0's. The ratios and the stream are still wrapped
+in one zstd frame, the container's compressor, which stores them as they are for a few bytes; its
+content size is checked against the largest stream the header allows before decompression.
 """
 
 from __future__ import annotations
 
+import math
+import struct
+
 import numpy as np
 import zstandard
 
+from . import rans
 from .errors import InrFormatError
 
-CODER_IDS = {"zstd": 0}
+CODER_IDS = {"zstd": 0, "rans": 1}
 CODER_NAMES = {v: k for k, v in CODER_IDS.items()}
+DEFAULT_CODER = "rans"
 ZSTD_LEVEL = 22
 
 
@@ -57,35 +69,74 @@ def unlayout(raw: bytes, sizes: list[int], bits: list[int]) -> list[np.ndarray]:
     return [unzigzag(u) for u in out]
 
 
-def encode(symbols: list[np.ndarray], bits: list[int], coder: str = "zstd") -> bytes:
-    if coder != "zstd":
-        raise ValueError(f"unknown entropy coder {coder!r}")
-    raw = layout(symbols, bits)
+def qmax(bits: int) -> int:
+    return (1 << (bits - 1)) - 1
+
+
+def geometric_ratio(symbols: np.ndarray) -> int:
+    """The maximum-likelihood ratio of a two-sided geometric distribution, as a u16 fraction:
+    for p(q) ~ r^|q| the mean magnitude m is 2r / (1 - r^2), so r = (sqrt(1 + m^2) - 1) / m."""
+    m = float(np.abs(symbols.astype(np.int64)).mean()) if symbols.size else 0.0
+    r = (math.sqrt(1 + m * m) - 1) / m if m > 0 else 0.0
+    return min(round(r * rans.RATIO_ONE), rans.RATIO_ONE - 1)
+
+
+def _zstd_frame(raw: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True,
                                     write_checksum=False).compress(raw)
 
 
-def decode(payload: bytes, sizes: list[int], bits: list[int], coder: str = "zstd"
-           ) -> list[np.ndarray]:
-    """Symbols of each tensor; raises InrFormatError unless the payload is exactly right."""
-    if coder != "zstd":
-        raise InrFormatError(f"unknown entropy coder {coder!r}")
-    expected = sum(n * planes(b) for n, b in zip(sizes, bits))
+def _unzstd(payload: bytes, largest: int, exact: bool) -> bytes:
+    """The content of the single zstd frame ``payload``: exactly ``largest`` bytes if ``exact``,
+    else at most that many (checked before anything is decompressed)."""
     try:
         params = zstandard.get_frame_parameters(payload)
     except zstandard.ZstdError as exc:
         raise InrFormatError(f"payload is not a zstd frame: {exc}") from None
-    if params.content_size != expected:
-        raise InrFormatError(f"payload holds {params.content_size} bytes of symbols, "
-                             f"the header implies {expected}")
+    size = params.content_size
+    if (size != largest) if exact else not 0 < size <= largest:
+        raise InrFormatError(f"payload holds {size} bytes of symbols, the header implies "
+                             f"{'' if exact else 'at most '}{largest}")
     try:
-        dctx = zstandard.ZstdDecompressor()
-        reader = dctx.decompressobj()
+        reader = zstandard.ZstdDecompressor().decompressobj()
         raw = reader.decompress(payload)
         if not reader.eof or reader.unused_data:
             raise InrFormatError("payload has bytes after its zstd frame, or the frame is cut")
     except zstandard.ZstdError as exc:
         raise InrFormatError(f"payload does not decompress: {exc}") from None
-    if len(raw) != expected:
-        raise InrFormatError(f"payload decompresses to {len(raw)} bytes, expected {expected}")
-    return unlayout(raw, sizes, bits)
+    if len(raw) != size:
+        raise InrFormatError(f"payload decompresses to {len(raw)} bytes, expected {size}")
+    return raw
+
+
+def encode(symbols: list[np.ndarray], bits: list[int], coder: str = DEFAULT_CODER) -> bytes:
+    if coder == "zstd":
+        return _zstd_frame(layout(symbols, bits))
+    if coder == "rans":
+        ratios = [geometric_ratio(s) for s in symbols]
+        tables = [rans.Table.geometric(qmax(b), r) for b, r in zip(bits, ratios)]
+        head = struct.pack(f"<{len(ratios)}H", *ratios)
+        return _zstd_frame(head + rans.encode(list(zip(symbols, tables))))
+    raise ValueError(f"unknown entropy coder {coder!r}")
+
+
+def decode(payload: bytes, sizes: list[int], bits: list[int], coder: str = DEFAULT_CODER
+           ) -> list[np.ndarray]:
+    """Symbols of each tensor; raises InrFormatError unless the payload is exactly right."""
+    if coder == "zstd":
+        raw = _unzstd(payload, sum(n * planes(b) for n, b in zip(sizes, bits)), exact=True)
+        return unlayout(raw, sizes, bits)
+    if coder != "rans":
+        raise InrFormatError(f"unknown entropy coder {coder!r}")
+    # No symbol costs more than PRECISION bits, so no valid stream is longer than this.
+    largest = 2 * len(sizes) + 8 + 4 * (-(-sum(sizes) * rans.PRECISION // rans.WORD) + 1)
+    raw = _unzstd(payload, largest, exact=False)
+    head = 2 * len(sizes)
+    if len(raw) < head:
+        raise InrFormatError("payload is too short for its tensors' ratios")
+    ratios = struct.unpack_from(f"<{len(sizes)}H", raw)
+    tables = [rans.Table.geometric(qmax(b), r) for b, r in zip(bits, ratios)]
+    try:
+        return rans.decode(raw[head:], list(zip(sizes, tables)))
+    except rans.RansError as exc:
+        raise InrFormatError(f"payload does not decode: {exc}") from None

@@ -41,7 +41,7 @@ def test_header_layout_is_exact(encoded, image):
     facts = inrcodec.info(data)
     assert (width, depth) == (facts["hparams"]["width"], facts["hparams"]["depth"])
     assert (w0_first, w0) == (60.0, 30.0)  # the plain SIREN's defaults
-    assert data[18] == 0  # entropy coder: zstd
+    assert data[18] == 1  # entropy coder: rans (the default)
     quant = data[19:19 + 5 * 10]
     for i, tensor in enumerate(facts["tensors"]):
         bits, step = struct.unpack("<Bf", quant[5 * i:5 * i + 5])

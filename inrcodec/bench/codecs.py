@@ -26,7 +26,7 @@ INR_TARGETS = (0.15, 0.3, 0.6, 1.1)
 #: any other option of an inr codec is a hyper-parameter of its family.
 COMPRESS_OPTIONS = {"effort", "steps", "seed", "encoding", "color", "bits", "compile", "lr",
                     "batch", "qat_steps", "qat_lr", "lr_floor", "warmup", "eval_every",
-                    "allocation", "window_weights", "bits_per_weight"}
+                    "allocation", "window_weights", "bits_per_weight", "coder"}
 
 
 @dataclass

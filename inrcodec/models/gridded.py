@@ -37,6 +37,11 @@ OVERLAP = Field("overlap", "e", 0, 0.5, "band shared with each neighbour, as a f
 #: cells whose networks come out near 20 wide beat both finer grids of narrower networks and
 #: coarser grids of wider ones, at every rate.
 TARGET_WIDTH = 20
+#: Below this many weights per pixel (about 0.65 bpp at 6.5 bits a weight) the cells' networks
+#: have 4 sine layers, above it 3. Measured on kodim01 and kodim07 at the default effort
+#: (docs/experiments.md): depth 4 gains 0.26 / 0.28 / 0.41 dB at 0.12 / 0.25 / 0.5 bpp and
+#: loses 0.12 dB at 1 bpp, for about 10% more encode time.
+DEEP_BELOW = 0.1
 
 
 def grid_for(height: int, width: int, cell_side: float) -> tuple[int, int]:
@@ -85,7 +90,8 @@ class Gridded(ImageModel):
 
     @classmethod
     def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, **fixed):
-        hp = {"depth": 3, "overlap": 0.0625, "w0_first": 20.0, "w0": 30.0, **fixed}
+        depth = 4 if n_params < DEEP_BELOW * height * width else 3
+        hp = {"depth": depth, "overlap": 0.0625, "w0_first": 20.0, "w0": 30.0, **fixed}
         per_cell = SirenStack.count(1, encoding_dim, hp.get("width", TARGET_WIDTH), hp["depth"],
                                     channels)
         cells = max(1.0, n_params / per_cell)

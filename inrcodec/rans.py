@@ -1,0 +1,133 @@
+"""A range-asymmetric-numeral-system (rANS) coder with static integer frequency tables.
+
+Used by the entropy stage's ``rans`` coder (:mod:`.entropy`). Everything here is integer
+arithmetic, so every platform builds the same tables and decodes the same symbols.
+
+- A :class:`Table` covers the symbols -Q..Q of one tensor with frequencies that sum to
+  ``2**PRECISION``; every symbol has frequency at least 1, so any symbol in range is codable.
+- The state x lives in [LOW, LOW * 2**32): encoding symbol s (frequency f, cumulative c) first
+  emits the low 32 bits of x while x >= (LOW >> PRECISION) * 2**32 * f, then sets
+  x = (x // f) * 2**PRECISION + x % f + c. Symbols are encoded last to first, so the decoder reads
+  them first to last.
+- The stream is the final state (8 bytes) followed by the emitted 32-bit words, last emitted
+  first, all little-endian. The encoder starts from x = LOW, so a decoder that ends anywhere else,
+  or with words left over, has been given a corrupt stream.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+PRECISION = 24
+TOTAL = 1 << PRECISION
+LOW = 1 << 31
+WORD = 32
+WORD_MASK = (1 << WORD) - 1
+SLOT_MASK = TOTAL - 1
+#: The geometric table's ratio is a u16 fraction of 2**16.
+RATIO_ONE = 1 << 16
+
+
+class RansError(ValueError):
+    """The stream does not decode: cut short, or not produced by this coder."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """Frequencies of the symbols -qmax..qmax (index i is symbol i - qmax)."""
+
+    qmax: int
+    freq: list[int]
+    cum: list[int]
+
+    @classmethod
+    def from_weights(cls, qmax: int, weights: np.ndarray) -> Table:
+        """Frequencies proportional to non-negative int64 ``weights`` (one per symbol), each at
+        least 1, summing to TOTAL; what rounding leaves goes to the most likely symbol."""
+        n = 2 * qmax + 1
+        if not 1 <= n <= TOTAL // 2:
+            raise ValueError(f"alphabet of {n} symbols does not fit {PRECISION}-bit frequencies")
+        weights = weights.astype(np.int64)
+        total = int(weights.sum())
+        if total <= 0:
+            freq = np.ones(n, dtype=np.int64)
+        else:  # weights < 2**33 and TOTAL - n < 2**24: the products fit in int64
+            freq = 1 + weights * (TOTAL - n) // total
+        freq[int(np.argmax(weights))] += TOTAL - int(freq.sum())
+        cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
+        return cls(qmax, freq.tolist(), cum.tolist())
+
+    @classmethod
+    def geometric(cls, qmax: int, ratio: int) -> Table:
+        """The two-sided geometric distribution p(q) ~ (ratio / 2**16) ** |q| on -qmax..qmax,
+        with weights w(0) = 2**32, w(k) = floor(w(k - 1) * ratio / 2**16)."""
+        if not 0 <= ratio < RATIO_ONE:
+            raise ValueError(f"ratio must be in [0, {RATIO_ONE}), not {ratio}")
+        half = [0] * (qmax + 1)
+        w = 1 << 32
+        for k in range(qmax + 1):
+            if w == 0:
+                break
+            half[k] = w
+            w = (w * ratio) >> 16
+        magnitudes = np.array(half, dtype=np.int64)
+        return cls.from_weights(qmax, np.concatenate([magnitudes[:0:-1], magnitudes]))
+
+    def bits(self, symbols: np.ndarray) -> float:
+        """The ideal code length of ``symbols`` under this table, in bits."""
+        freq = np.asarray(self.freq, dtype=np.float64)
+        counts = np.bincount(symbols.astype(np.int64) + self.qmax, minlength=freq.size)
+        return float(np.sum(counts * (PRECISION - np.log2(freq))))
+
+
+def encode(streams: list[tuple[np.ndarray, Table]]) -> bytes:
+    """One rANS stream of every (symbols, table) pair, in order."""
+    words: list[int] = []
+    x = LOW
+    shift = PRECISION
+    for symbols, table in reversed(streams):
+        freq, cum, qmax = table.freq, table.cum, table.qmax
+        for s in reversed(symbols.tolist()):
+            i = s + qmax
+            f = freq[i]
+            if x >= f << (WORD + 31 - PRECISION):  # (LOW >> PRECISION) << WORD, times f
+                words.append(x & WORD_MASK)
+                x >>= WORD
+            x = ((x // f) << shift) + x % f + cum[i]
+    words.reverse()
+    return struct.pack(f"<Q{len(words)}I", x, *words)
+
+
+def decode(stream: bytes, streams: list[tuple[int, Table]]) -> list[np.ndarray]:
+    """The symbols of each (count, table) pair; raises RansError unless the stream is exactly
+    one that :func:`encode` wrote for these counts and tables."""
+    if len(stream) < 8 or (len(stream) - 8) % 4:
+        raise RansError(f"a stream of {len(stream)} bytes is not a state and whole words")
+    (x,) = struct.unpack_from("<Q", stream)
+    words = struct.unpack_from(f"<{(len(stream) - 8) // 4}I", stream, 8)
+    if not LOW <= x < LOW << WORD:
+        raise RansError("the stream's initial state is out of range")
+    pos, n_words = 0, len(words)
+    out = []
+    for count, table in streams:
+        freq, cum, qmax = table.freq, table.cum, table.qmax
+        symbols = array.array("i", bytes(4 * count))
+        for j in range(count):
+            slot = x & SLOT_MASK
+            i = bisect.bisect_right(cum, slot) - 1
+            x = freq[i] * (x >> PRECISION) + slot - cum[i]
+            if x < LOW:
+                if pos == n_words:
+                    raise RansError("the stream is cut short")
+                x = (x << WORD) | words[pos]
+                pos += 1
+            symbols[j] = i - qmax
+        out.append(np.frombuffer(symbols, dtype=np.int32))
+    if x != LOW or pos != n_words:
+        raise RansError("the stream does not end where its encoder began")
+    return out
