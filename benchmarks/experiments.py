@@ -6,6 +6,7 @@
     python benchmarks/experiments.py dct-speed   # DCT-head vs plain SIREN training step time
     python benchmarks/experiments.py profile     # where a training step's time goes
     python benchmarks/experiments.py large       # peak memory of a 4096x4096 encode
+    python benchmarks/experiments.py coders      # zstd against rans on a benchmark's files
 
 Timings are medians over repeats where stated, measured on the machine that runs the script;
 nothing else should run meanwhile.
@@ -378,6 +379,54 @@ def large_experiment(side: int, bpp: float, steps: int) -> str:
                   "RSS before (MiB)", "peak RSS (MiB)"], rows)
 
 
+# -- coders -------------------------------------------------------------------------------------
+def order0_bytes(symbols: np.ndarray) -> float:
+    """The symbols' empirical (order-0) entropy in bytes: a bound that no per-tensor model
+    reaches, since it ignores the cost of describing the distribution."""
+    counts = np.unique(symbols, return_counts=True)[1].astype(np.float64)
+    return float(-(counts * np.log2(counts / counts.sum())).sum() / 8)
+
+
+def coders_experiment(out: Path, specs: list[str], bpps: list[float]) -> str:
+    """The payloads of the files a Kodak benchmark wrote (read from its cache, for the current
+    code), re-coded with each entropy coder: the same symbols, so only the coder differs."""
+    from inrcodec import container, entropy
+    from inrcodec.bench.main import BenchConfig, plan
+    from inrcodec.bench.runner import Cache
+
+    _, _, _, jobs = plan(BenchConfig(codecs=specs, bpps=bpps, out=out))
+    cache = Cache(out / "cache")
+    groups: dict[tuple[str, float], list[list[float]]] = {}
+    for job in jobs:
+        data = cache.file(job)
+        if data is None:
+            continue
+        f = container.parse(data)
+        sizes = [math.prod(s) for s in f.shapes()]
+        bits = [q.bits for q in f.quants]
+        symbols = entropy.decode(f.payload, sizes, bits, f.coder)
+        times = {}
+        for coder in ("zstd", "rans"):
+            payload = entropy.encode(symbols, bits, coder)
+            start = time.perf_counter()
+            entropy.decode(payload, sizes, bits, coder)
+            times[coder] = (len(payload), time.perf_counter() - start)
+        bound = sum(order0_bytes(s) for s in symbols)
+        groups.setdefault((job.spec, job.setting), []).append(
+            [len(data), times["zstd"][0], times["rans"][0], bound,
+             times["zstd"][1], times["rans"][1]])
+    rows = []
+    for (spec, bpp), values in groups.items():
+        file_b, zstd_b, rans_b, bound, zstd_s, rans_s = (statistics.fmean(c) for c in zip(*values))
+        rows.append([spec, bpp, len(values), f"{file_b:.0f}", f"{zstd_b:.0f}", f"{rans_b:.0f}",
+                     f"{bound:.0f}", f"{100 * (rans_b / zstd_b - 1):+.1f}%",
+                     f"{100 * (zstd_b / bound - 1):+.1f}%", f"{100 * (rans_b / bound - 1):+.1f}%",
+                     f"{1000 * zstd_s:.0f}", f"{1000 * rans_s:.0f}"])
+    return table(["codec", "bpp", "files", "file bytes", "zstd payload", "rans payload",
+                  "order-0 entropy", "rans vs zstd", "zstd vs entropy", "rans vs entropy",
+                  "zstd decode ms", "rans decode ms"], rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -402,6 +451,11 @@ def main(argv: list[str] | None = None) -> None:
     lg.add_argument("--side", type=int, default=4096)
     lg.add_argument("--bpp", type=float, default=0.3)
     lg.add_argument("--steps", type=int, default=300)
+    co = sub.add_parser("coders")
+    co.add_argument("--out", type=Path, default=Path("docs/results/kodak"),
+                    help="a benchmark's output folder, whose cache holds the files")
+    co.add_argument("--codecs", default="inr:gridded,inr:residual,inr:dct,inr:siren")
+    co.add_argument("--bpp", default="0.12,0.25,0.5,1.0")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.experiment == "encodings":
@@ -414,6 +468,9 @@ def main(argv: list[str] | None = None) -> None:
         print(profile_experiment(args.family, args.params, args.steps))
     elif args.experiment == "large":
         print(large_experiment(args.side, args.bpp, args.steps))
+    elif args.experiment == "coders":
+        print(coders_experiment(args.out, args.codecs.split(","),
+                                [float(b) for b in args.bpp.split(",")]))
     else:
         print(dct_speed_experiment(args.params, args.repeats))
     print(f"\n({time.perf_counter() - start:.0f} s; torch {torch.__version__}, "

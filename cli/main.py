@@ -142,6 +142,8 @@ def encode(
                                            "fourier:N:SCALE[:SEED]; the family's default if unset."),
     hparam: list[str] = typer.Option([], "--hparam", help="A hyper-parameter, NAME=VALUE "
                                      "(repeatable), e.g. width=64."),
+    coder: str = typer.Option("rans", help="Entropy coder: rans (a geometric model per tensor, "
+                              "3-6% smaller) or zstd (byte-planar symbols)."),
     jobs: int = typer.Option(1, min=1, help="Files encoded in parallel (several inputs)."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (a "
@@ -151,7 +153,7 @@ def encode(
     with user_errors():
         options = dict(model=model, bpp=bpp, quality=quality, effort=effort, steps=steps,
                        seed=seed, encoding=encoding, hparams=parse_hparams(hparam),
-                       device=device)
+                       coder=coder, device=device)
         if batch_target(inputs, output):
             from .batch import encode_file, plan_outputs, run_batch
             pairs = plan_outputs(inputs, output, ".inr")

@@ -172,7 +172,7 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
         raise InrInputError(str(exc)) from None
 
     net = _build_model(family, height, width, transform, enc, dict(hparams or {}), budget, seed,
-                       bits_per_weight or BITS_PER_WEIGHT)
+                       bits_per_weight or BITS_PER_WEIGHT, preset["steps"] * preset["batch"])
     torch_device = resolve_device(device)
     net.to(torch_device)
     header_bytes = _header_size(net)
@@ -220,17 +220,17 @@ def _header_size(net: ImageModel) -> int:
 
 def _build_model(family: type[ImageModel], height: int, width: int, transform: ColorTransform,
                  enc: Encoding, hparams: dict, budget: float, seed: int,
-                 bits_per_weight: float) -> ImageModel:
+                 bits_per_weight: float, samples: float) -> ImageModel:
     """The network to fit: ``hparams`` as given, the rest sized so the weights fill ``budget``
     bytes at about ``bits_per_weight`` bits each after the header (whose size depends only on the
-    number of tensors, so one correction settles it)."""
+    number of tensors, so one correction settles it), for a fit that draws ``samples``."""
     header = 64
     for _ in range(2):
         chosen = dict(hparams)
         if set(family.schema.names()) - set(chosen):
             n_weights = int(max(0.0, budget - header) * 8 / bits_per_weight)
             chosen = family.hparams_for_params(n_weights, height, width, transform.channels,
-                                               enc.out_dim, **hparams)
+                                               enc.out_dim, samples=samples, **hparams)
         try:
             net = family(height, width, transform, chosen, enc,
                          generator=torch.Generator().manual_seed(seed))

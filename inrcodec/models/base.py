@@ -184,9 +184,11 @@ class ImageModel(torch.nn.Module):
     # -- sizing ---------------------------------------------------------------------------
     @classmethod
     def hparams_for_params(cls, n_params: int, height: int, width: int, channels: int,
-                           encoding_dim: int, /, **fixed) -> dict:
+                           encoding_dim: int, /, *, samples: float | None = None,
+                           **fixed) -> dict:
         """Complete hyper-parameters with about ``n_params`` weights; ``fixed`` ones (a user's
-        choices) are kept and the others sized around them."""
+        choices) are kept and the others sized around them. ``samples``, the training samples
+        the fit will draw (None: unknown), may shape the choice."""
         raise NotImplementedError
 
     def describe(self) -> str:

@@ -184,7 +184,8 @@ class DctHead(ImageModel):
         return out
 
     @classmethod
-    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, **fixed):
+    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,
+                           samples=None, **fixed):
         hp = {"block": 8, "coeffs": 21, "chroma_coeffs": 6 if channels == 3 else 0, "depth": 3,
               "w0_first": 30.0, "w0": 30.0, **fixed}
         outputs = hp["coeffs"] + (channels - 1) * hp["chroma_coeffs"]

@@ -40,8 +40,14 @@ TARGET_WIDTH = 20
 #: Below this many weights per pixel (about 0.65 bpp at 6.5 bits a weight) the cells' networks
 #: have 4 sine layers, above it 3. Measured on kodim01 and kodim07 at the default effort
 #: (docs/experiments.md): depth 4 gains 0.26 / 0.28 / 0.41 dB at 0.12 / 0.25 / 0.5 bpp and
-#: loses 0.12 dB at 1 bpp, for about 10% more encode time.
+#: loses 0.12 dB at 1 bpp, for 10-40% more encode time.
 DEEP_BELOW = 0.1
+#: ... and only when training visits each pixel this many times on average (a Kodak image at
+#: the default effort: 208), the range where it was measured to pay. With fewer visits the
+#: deeper networks have not converged (a 4096x4096 image at the default effort, 5 visits: -5 dB)
+#: and with many more their long training went astray at 0.5 bpp (Kodak at the best effort,
+#: 1,041 visits: -3 dB), while depth 3 was sound in both (docs/experiments.md).
+DEEP_VISITS = (100, 400)
 
 
 def grid_for(height: int, width: int, cell_side: float) -> tuple[int, int]:
@@ -89,8 +95,12 @@ class Gridded(ImageModel):
         return out
 
     @classmethod
-    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, **fixed):
-        depth = 4 if n_params < DEEP_BELOW * height * width else 3
+    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,
+                           samples=None, **fixed):
+        pixels = height * width
+        visits = math.inf if samples is None else samples / pixels
+        deep = n_params < DEEP_BELOW * pixels and DEEP_VISITS[0] <= visits <= DEEP_VISITS[1]
+        depth = 4 if deep else 3
         hp = {"depth": depth, "overlap": 0.0625, "w0_first": 20.0, "w0": 30.0, **fixed}
         per_cell = SirenStack.count(1, encoding_dim, hp.get("width", TARGET_WIDTH), hp["depth"],
                                     channels)

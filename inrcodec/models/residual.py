@@ -153,7 +153,8 @@ class Residual(ImageModel):
         return out
 
     @classmethod
-    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, **fixed):
+    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,
+                           samples=None, **fixed):
         rows, cols = grid_for(height, width, cell_side=96)
         hp = {"base_depth": 4, "res_depth": 3, "overlap": 0.0625, "w0_first": 20.0, "w0": 30.0,
               "rows": rows, "cols": cols, **fixed}

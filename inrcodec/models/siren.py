@@ -116,7 +116,8 @@ class Siren(ImageModel):
         return out
 
     @classmethod
-    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, **fixed):
+    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,
+                           samples=None, **fixed):
         # A first-layer factor of 60, not SIREN's usual 30: one network spans the whole image
         # from raw coordinates, and more frequency at the input pays (+0.3 / +0.6 dB at 0.25 /
         # 0.5 bpp on kodim01+07, docs/experiments.md).
