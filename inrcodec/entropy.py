@@ -26,6 +26,7 @@ import zstandard
 
 from . import rans
 from .errors import InrFormatError
+from .quantize import qmax
 
 CODER_IDS = {"zstd": 0, "rans": 1}
 CODER_NAMES = {v: k for k, v in CODER_IDS.items()}
@@ -67,10 +68,6 @@ def unlayout(raw: bytes, sizes: list[int], bits: list[int]) -> list[np.ndarray]:
             out[i] |= data[offset:offset + n].astype(np.uint32) << 8
             offset += n
     return [unzigzag(u) for u in out]
-
-
-def qmax(bits: int) -> int:
-    return (1 << (bits - 1)) - 1
 
 
 def geometric_ratio(symbols: np.ndarray) -> int:

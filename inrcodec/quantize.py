@@ -19,6 +19,11 @@ import torch
 MIN_BITS, MAX_BITS = 2, 16
 
 
+def qmax(bits: int) -> int:
+    """The largest symbol magnitude of a ``bits``-bit tensor."""
+    return (1 << (bits - 1)) - 1
+
+
 @dataclass(frozen=True)
 class TensorQuant:
     """How one tensor is quantised: its bit depth and its step size."""
@@ -28,7 +33,7 @@ class TensorQuant:
 
     @property
     def qmax(self) -> int:
-        return (1 << (self.bits - 1)) - 1
+        return qmax(self.bits)
 
 
 def choose(weights: torch.Tensor, bits: int) -> TensorQuant:
@@ -36,8 +41,7 @@ def choose(weights: torch.Tensor, bits: int) -> TensorQuant:
     if not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}], not {bits}")
     peak = float(weights.detach().abs().max()) if weights.numel() else 0.0
-    qmax = (1 << (bits - 1)) - 1
-    step = float(np.float32(peak / qmax)) if peak > 0 else 1.0
+    step = float(np.float32(peak / qmax(bits))) if peak > 0 else 1.0
     return TensorQuant(bits, step)
 
 

@@ -29,6 +29,8 @@ LOW = 1 << 31
 WORD = 32
 WORD_MASK = (1 << WORD) - 1
 SLOT_MASK = TOTAL - 1
+#: The encoder emits a word before coding a symbol of frequency f when x >= f * EMIT_BOUND.
+EMIT_BOUND = (LOW >> PRECISION) << WORD
 #: The geometric table's ratio is a u16 fraction of 2**16.
 RATIO_ONE = 1 << 16
 
@@ -89,16 +91,15 @@ def encode(streams: list[tuple[np.ndarray, Table]]) -> bytes:
     """One rANS stream of every (symbols, table) pair, in order."""
     words: list[int] = []
     x = LOW
-    shift = PRECISION
     for symbols, table in reversed(streams):
         freq, cum, qmax = table.freq, table.cum, table.qmax
         for s in reversed(symbols.tolist()):
             i = s + qmax
             f = freq[i]
-            if x >= f << (WORD + 31 - PRECISION):  # (LOW >> PRECISION) << WORD, times f
+            if x >= f * EMIT_BOUND:
                 words.append(x & WORD_MASK)
                 x >>= WORD
-            x = ((x // f) << shift) + x % f + cum[i]
+            x = ((x // f) << PRECISION) + x % f + cum[i]
     words.reverse()
     return struct.pack(f"<Q{len(words)}I", x, *words)
 
