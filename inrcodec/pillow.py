@@ -87,7 +87,7 @@ def _save(im: Image.Image, fp, filename) -> None:
     from .codec import encode
     options = {k: v for k, v in im.encoderinfo.items()
                if k in ("bpp", "quality", "model", "effort", "steps", "seed", "encoding",
-                        "color", "hparams", "bits")}
+                        "color", "hparams", "bits", "bits_per_weight", "coder")}
     try:
         fp.write(encode(im, **options))
     except InrError as exc:
