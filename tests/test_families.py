@@ -199,12 +199,12 @@ def test_tabulated_training_samples_match_the_direct_computation():
 
 def test_gridded_depth_follows_rate_and_training_visits():
     # A Kodak-sized image at 0.5 bpp (about 30,000 weights): depth 4 when the default effort's
-    # 20,000 x 4,096 samples visit each pixel 208 times, depth 3 when the fast effort's 2,000
+    # 17,000 x 4,096 samples visit each pixel 177 times, depth 3 when the fast effort's 2,000
     # steps visit it 21 times or the best effort's 100,000 steps 1,041 times, and depth 3 at
     # 1 bpp whatever the steps.
     from inrcodec.models.gridded import Gridded
     sizing = dict(height=512, width=768, channels=3, encoding_dim=22)
-    default, fast, best = 20000 * 4096, 2000 * 4096, 100000 * 4096
+    default, fast, best = (Gridded.steps[effort] * 4096 for effort in ("default", "fast", "best"))
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=default)["depth"] == 4
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=fast)["depth"] == 3
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=best)["depth"] == 3

@@ -43,7 +43,7 @@ TARGET_WIDTH = 20
 #: loses 0.12 dB at 1 bpp, for 10-40% more encode time.
 DEEP_BELOW = 0.1
 #: ... and only when training visits each pixel this many times on average (a Kodak image at
-#: the default effort: 208), the range where it was measured to pay. With fewer visits the
+#: the default effort: 177), the range where it was measured to pay. With fewer visits the
 #: deeper networks have not converged (a 4096x4096 image at the default effort, 5 visits: -5 dB)
 #: and with many more their long training went astray at 0.5 bpp (Kodak at the best effort,
 #: 1,041 visits: -3 dB), while depth 3 was sound in both (docs/experiments.md).
@@ -57,7 +57,7 @@ def grid_for(height: int, width: int, cell_side: float) -> tuple[int, int]:
 
 class Gridded(ImageModel):
     name = "gridded"
-    steps = {"fast": 2000, "default": 20000, "best": 100000}
+    steps = {"fast": 2000, "default": 17000, "best": 100000}
     family_id = 1
     schema = Schema(ROWS, COLS, OVERLAP, WIDTH, DEPTH, W0_FIRST, W0)
     #: Five octaves on the cell's local frame and a first-layer factor of 20 (SIREN's usual 30
