@@ -3,10 +3,11 @@
 A model family yields one or more :class:`~.models.FitTask` stages. Each stage is trained with
 Adam on random batches for its share of ``FitOptions.steps``, under a learning rate that warms up
 linearly and then follows a cosine down to ``lr * lr_floor``. The whole image is evaluated every
-``eval_every`` steps and the best weights are kept. Then the stage's tensors are quantised and
-fine-tuned through the quantiser for its share of ``qat_steps`` (again keeping the best), and
-finally set to exactly the values the decoder will rebuild, so the next stage (the residual
-family's) fits what the *decoded* earlier stage misses.
+``eval_every`` steps and the best weights are kept (each group's best, for a stage of
+independent networks such as the gridded family's cells). Then the stage's tensors are
+quantised and fine-tuned through the quantiser for its share of ``qat_steps`` (again keeping the
+best), and finally set to exactly the values the decoder will rebuild, so the next stage (the
+residual family's) fits what the *decoded* earlier stage misses.
 
 Training counts steps, never seconds: the same image, options and seed give the same weights.
 Batches are drawn on the CPU (so both devices see the same batches) and moved to the model's
@@ -55,6 +56,7 @@ class FitOptions:
     quantiser: Quantiser | None = None
     allocation: str = "sensitivity"  # or "uniform": no sensitivity probe
     window_weights: bool = True  # False: overlapping cells' samples all weigh the same
+    best_per_group: bool = True  # False: keep the best whole set of weights, not each cell's
     compile: bool | None = None
     seed: int = 0
 
@@ -136,6 +138,10 @@ class _Loop:
         self.batch = max(1, min(max(16, per_group), task.samples))
         module = task.module
         self.named = list(module.named_parameters())
+        if task.evaluate_groups is not None and any(p.shape[0] != task.groups
+                                                    for _, p in self.named):
+            raise ValueError("per-group evaluation needs every parameter's first dimension "
+                             "to be the group")
         self.device = self.named[0][1].device
         self.lr = torch.tensor(peak_lr, device=self.device)
         names = [n for n, _ in self.named]
@@ -173,23 +179,34 @@ class _Loop:
             step = torch.compile(step, fullgraph=True)
         self.step = step
 
-    def evaluate(self) -> float:
+    def _measure(self, measure: Callable):
+        """``measure()`` of the weights as the stage uses them (quantised, when it does)."""
         if self.quants is None:
-            return self.task.evaluate()
+            return measure()
         with torch.no_grad():
             saved = [p.detach().clone() for _, p in self.named]
             for n, p in self.named:
                 p.copy_(fake_quantize(p, self.quants[n]))
-            mse = self.task.evaluate()
+            result = measure()
             for (_, p), s in zip(self.named, saved):
                 p.copy_(s)
-        return mse
+        return result
+
+    def evaluate(self) -> float:
+        return self._measure(self.task.evaluate)
+
+    def assess(self) -> tuple[float, torch.Tensor | None]:
+        """The whole image's MSE and, for a stage of independent groups, each group's."""
+        if self.task.evaluate_groups is None or not self.options.best_per_group:
+            return self.evaluate(), None
+        return self._measure(self.task.evaluate_groups)
 
     def run(self) -> float:
-        """Train; leave the best weights in place; return their MSE."""
+        """Train; leave the best weights in place (each group's best, for a stage of
+        independent groups); return their MSE."""
         self.first_step_seconds = 0.0
         self.eval_seconds = 0.0
-        best_mse = self.evaluate()
+        best_mse, best_groups = self.assess()
         best = [p.detach().clone() for _, p in self.named]
         every = self.options.eval_every or max(1, math.ceil(self.steps / 8))
         loop_start = time.perf_counter()
@@ -204,9 +221,15 @@ class _Loop:
                 self.step(draws, self.lr)
             if (i + 1) % every == 0 or i + 1 == self.steps:
                 start = time.perf_counter()
-                mse = self.evaluate()
+                mse, groups = self.assess()
                 self.eval_seconds += time.perf_counter() - start
-                if mse < best_mse:
+                if groups is not None:  # keep each group's best (a NaN group: the latest)
+                    better = ~(groups >= best_groups)
+                    for b, (_, p) in zip(best, self.named):
+                        b[better] = p.detach()[better]
+                    best_groups = torch.where(better, groups, best_groups)
+                    best_mse = min(best_mse, mse)  # for progress; measured below
+                elif mse < best_mse:
                     best_mse = mse
                     best = [p.detach().clone() for _, p in self.named]
                 self.report_progress(i + 1, psnr_of(best_mse))
@@ -216,7 +239,7 @@ class _Loop:
         with torch.no_grad():
             for (_, p), b in zip(self.named, best):
                 p.copy_(b)
-        return best_mse
+        return best_mse if best_groups is None else self.evaluate()
 
 
 @dataclass

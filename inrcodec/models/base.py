@@ -74,6 +74,11 @@ class FitTask:
     groups: int = 1
     batch_factor: float = 1.0
     weighted: bool = False  # targets carry a per-sample loss weight as their last channel
+    #: For a module of ``groups`` independent networks (every parameter's first dimension is
+    #: the group): the whole image's MSE and each group's over its own region, (G,), from one
+    #: rendering, NaN for a group without evaluated pixels. The trainer then keeps each group's
+    #: best weights rather than the best whole set.
+    evaluate_groups: Callable[[], tuple[float, torch.Tensor]] | None = None
 
     def sample(self, generator: torch.Generator, batch: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +177,22 @@ class ImageModel(torch.nn.Module):
         s-th row and column (the smallest s that fits), so evaluations during training cost the
         same for any image.
         """
+        _, _, rendered, target = self._render_for_evaluation(target, max_pixels, render_band)
+        return rgb_mse(self.color, rendered, target)
+
+    @torch.no_grad()
+    def error_map(self, target: torch.Tensor, max_pixels: int = 0,
+                  render_band: BandRenderer | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pixels :meth:`mse_against` compares, as rows ``ys`` and columns ``xs`` (pixel
+        centres), and the RGB squared error at each, averaged over channels: (len ys, len xs)."""
+        ys, xs, rendered, target = self._render_for_evaluation(target, max_pixels, render_band)
+        rgb = self.color.inverse(rendered).clamp(0, 1)
+        return ys, xs, (rgb - self.color.inverse(target)).square().mean(-1)
+
+    def _render_for_evaluation(self, target: torch.Tensor, max_pixels: int,
+                               render_band: BandRenderer | None) -> tuple[torch.Tensor, ...]:
+        """Rows, columns, the rendered image and the target on the evaluation grid."""
         render_band = render_band or self.render_band
         h, w = target.shape[:2]
         stride = max(1, math.ceil(math.sqrt(h * w / (max_pixels or EVAL_PIXELS))))
@@ -179,7 +200,7 @@ class ImageModel(torch.nn.Module):
         xs = torch.arange(0, w, stride, dtype=torch.float32) + 0.5
         rows = max(1, BAND_PIXELS // len(xs))
         rendered = torch.cat([render_band(ys[r:r + rows], xs) for r in range(0, len(ys), rows)])
-        return rgb_mse(self.color, rendered, target[::stride, ::stride])
+        return ys, xs, rendered, target[::stride, ::stride]
 
     # -- sizing ---------------------------------------------------------------------------
     @classmethod

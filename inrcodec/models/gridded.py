@@ -87,7 +87,7 @@ class Gridded(ImageModel):
 
     def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
         yield self.field.fit_task(target, self.color, partial(self.mse_against, target),
-                                  "gridded")
+                                  "gridded", error_map=partial(self.error_map, target))
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(len(ys), len(xs), self.channels)

@@ -124,7 +124,8 @@ class Residual(ImageModel):
         self.extra = {"cells": cells}
         self.residual.tiling = self._tiling(cells)
         yield self.residual.fit_task(residual, self.color, partial(self.mse_against, target),
-                                     "residual", share=1 - BASE_STEPS)
+                                     "residual", share=1 - BASE_STEPS,
+                                     error_map=partial(self.error_map, target))
 
     def choose_cells(self, error: torch.Tensor) -> list[int]:
         """The ``cells`` cells of the grid with the largest summed squared error, in order."""

@@ -142,6 +142,19 @@ class Tiling:
         fall = torch.cos(0.5 * math.pi * ((pos - (hi - margin)) / (2 * margin)).clamp(0, 1))
         return torch.where(has_lo, rise.square(), one) * torch.where(has_hi, fall.square(), one)
 
+    def group_means(self, ys: torch.Tensor, xs: torch.Tensor, values: torch.Tensor
+                    ) -> torch.Tensor:
+        """The mean of ``values`` on the grid ``ys`` x ``xs`` (pixel centres) over each kept
+        cell's core, (G,); NaN for a cell that the grid does not sample."""
+        row = (ys / self.cell_h).long().clamp(0, self.rows - 1)
+        col = (xs / self.cell_w).long().clamp(0, self.cols - 1)
+        cell = (row[:, None] * self.cols + col[None, :]).reshape(-1)
+        n = self.rows * self.cols
+        sums = torch.bincount(cell, weights=values.reshape(-1).double(), minlength=n)
+        counts = torch.bincount(cell, minlength=n)
+        kept = torch.tensor(self.cells, dtype=torch.long)
+        return (sums[kept] / counts[kept]).float()  # 0 / 0: NaN
+
     def window(self, group: int, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Blend weights of ``group`` on the grid ``y`` (rows) x ``x`` (cols): shape (len y, len x)."""
         r, c = divmod(self.cells[group], self.cols)

@@ -1,0 +1,50 @@
+"""The trainer: what it keeps of a stage's training."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from inrcodec.color import ColorTransform
+from inrcodec.encodings import Encoding
+from inrcodec.fit import FitOptions, _Loop
+from inrcodec.models.siren import TiledSiren
+from inrcodec.models.tiling import Tiling
+
+
+def test_group_means_average_each_kept_cell_and_mark_unsampled_ones():
+    tiling = Tiling(4, 6, rows=2, cols=3, cells=[0, 4, 5])
+    values = torch.arange(24.0).reshape(4, 6)
+    ys, xs = torch.arange(4.0) + 0.5, torch.arange(6.0) + 0.5
+    assert tiling.group_means(ys, xs, values).tolist() == [3.5, 17.5, 19.5]
+    # Every other row and column: one pixel per cell, its top-left one.
+    assert tiling.group_means(ys[::2], xs[::2], values[::2, ::2]).tolist() == [0.0, 14.0, 16.0]
+    means = tiling.group_means(ys[:1], xs, values[:1])  # the bottom row of cells unsampled
+    assert means[0].item() == 0.5 and math.isnan(means[1]) and math.isnan(means[2])
+
+
+def test_training_keeps_each_groups_best_weights():
+    # Two cells, evaluated (by script) before training and every 2 of 8 steps: cell 0 is at its
+    # best at the first evaluation, cell 1 at the third, and those are the weights kept.
+    field = TiledSiren(Tiling(8, 16, rows=1, cols=2), Encoding("none", 2), 4, 1, 3, 30.0, 30.0,
+                       torch.Generator().manual_seed(0))
+    target = torch.rand(8, 16, 3, generator=torch.Generator().manual_seed(1))
+    errors = iter([[1.0, 1.0], [0.5, 0.9], [0.6, 0.8], [0.7, 0.3], [0.9, 0.4]])
+    snapshots = []
+
+    def scripted():
+        snapshots.append([p.detach().clone() for p in field.parameters()])
+        return 0.5, torch.tensor(next(errors))
+
+    task = field.fit_task(target, ColorTransform("rgb", 3), lambda *a: 0.25, "cells",
+                          error_map=lambda: None)
+    task = dataclasses.replace(task, evaluate_groups=scripted)
+    loop = _Loop(task, FitOptions(eval_every=2, compile=False), 8, 1e-2, None,
+                 torch.Generator().manual_seed(2), lambda step, psnr: None)
+    assert loop.run() == 0.25  # the kept weights' own evaluation
+    assert len(snapshots) == 5
+    for p, first, third in zip(field.parameters(), snapshots[1], snapshots[3]):
+        assert torch.equal(p[0], first[0]) and torch.equal(p[1], third[1])
+        assert not torch.equal(first[1], third[1])  # training moved them in between
