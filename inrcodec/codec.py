@@ -46,15 +46,15 @@ BATCH = 4096
 
 
 def training_preset(family: type[ImageModel], effort: str, steps: int | None = None) -> dict:
-    """Training steps, fine-tuning steps, batch and learning rate for a family and effort;
-    ``steps`` overrides the effort's step count."""
+    """Training steps, cosine cycles, fine-tuning steps, batch and learning rate for a family
+    and effort; ``steps`` overrides the effort's step count."""
     if effort not in EFFORTS:
         raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
     if steps is not None and steps < 1:
         raise InrInputError("steps must be at least 1")
     steps = family.steps[effort] if steps is None else steps
-    return dict(steps=steps, qat_steps=round(QAT_SHARE * steps), batch=BATCH,
-                lr=family.learning_rate)
+    return dict(steps=steps, cycles=family.cycles.get(effort, 1),
+                qat_steps=round(QAT_SHARE * steps), batch=BATCH, lr=family.learning_rate)
 
 
 def quality_to_bpp(quality: float) -> float:
@@ -172,7 +172,8 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
         raise InrInputError(str(exc)) from None
 
     net = _build_model(family, height, width, transform, enc, dict(hparams or {}), budget, seed,
-                       bits_per_weight or BITS_PER_WEIGHT, preset["steps"] * preset["batch"])
+                       bits_per_weight or BITS_PER_WEIGHT,
+                       preset["steps"] * preset["batch"] / preset["cycles"])
     torch_device = resolve_device(device)
     net.to(torch_device)
     header_bytes = _header_size(net)
@@ -223,7 +224,8 @@ def _build_model(family: type[ImageModel], height: int, width: int, transform: C
                  bits_per_weight: float, samples: float) -> ImageModel:
     """The network to fit: ``hparams`` as given, the rest sized so the weights fill ``budget``
     bytes at about ``bits_per_weight`` bits each after the header (whose size depends only on the
-    number of tensors, so one correction settles it), for a fit that draws ``samples``."""
+    number of tensors, so one correction settles it), for a fit that draws ``samples``
+    in each cosine cycle."""
     header = 64
     for _ in range(2):
         chosen = dict(hparams)

@@ -2,7 +2,8 @@
 
 A model family yields one or more :class:`~.models.FitTask` stages. Each stage is trained with
 Adam on random batches for its share of ``FitOptions.steps``, under a learning rate that warms up
-linearly and then follows a cosine down to ``lr * lr_floor``. The whole image is evaluated every
+linearly and then follows a cosine down to ``lr * lr_floor``, once or in ``cycles`` (warm
+restarts from the best weights so far). The whole image is evaluated every
 ``eval_every`` steps and the best weights are kept (each group's best, for a stage of
 independent networks such as the gridded family's cells). Then the stage's tensors are
 quantised and fine-tuned through the quantiser for its share of ``qat_steps`` (again keeping the
@@ -57,6 +58,11 @@ class FitOptions:
     allocation: str = "sensitivity"  # or "uniform": no sensitivity probe
     window_weights: bool = True  # False: overlapping cells' samples all weigh the same
     best_per_group: bool = True  # False: keep the best whole set of weights, not each cell's
+    #: Training in this many cosine cycles of equal length (warm restarts): each later cycle
+    #: starts from the best weights so far with fresh Adam moments, its peak learning rate
+    #: ``cycle_decay`` times the previous cycle's.
+    cycles: int = 1
+    cycle_decay: float = 0.5
     compile: bool | None = None
     seed: int = 0
 
@@ -149,6 +155,7 @@ class _Loop:
         first = [torch.zeros_like(p) for p in params]
         second = [torch.zeros_like(p) for p in params]
         count = torch.zeros((), device=self.device)
+        self.optimiser_state = first + second + [count]
         data = {k: v.to(self.device) for k, v in task.data.items()}
         drop_weights = task.weighted and not options.window_weights
         beta1, beta2, eps = ADAM_BETAS + (ADAM_EPS,)
@@ -201,6 +208,14 @@ class _Loop:
             return self.evaluate(), None
         return self._measure(self.task.evaluate_groups)
 
+    @torch.no_grad()
+    def _restart(self, best: list[torch.Tensor]) -> None:
+        """Start a new cycle: the best weights so far, Adam's moments and step count at zero."""
+        for (_, p), b in zip(self.named, best):
+            p.copy_(b)
+        for t in self.optimiser_state:
+            t.zero_()
+
     def run(self) -> float:
         """Train; leave the best weights in place (each group's best, for a stage of
         independent groups); return their MSE."""
@@ -208,10 +223,18 @@ class _Loop:
         self.eval_seconds = 0.0
         best_mse, best_groups = self.assess()
         best = [p.detach().clone() for _, p in self.named]
-        every = self.options.eval_every or max(1, math.ceil(self.steps / 8))
+        cycles = self.options.cycles if self.quants is None else 1  # fine-tuning: one cosine
+        cycles = max(1, min(cycles, self.steps))
+        length = math.ceil(self.steps / cycles)
+        every = self.options.eval_every or max(1, math.ceil(length / 8))
         loop_start = time.perf_counter()
         for i in range(self.steps):
-            self.lr.fill_(_schedule(i, self.steps, self.options, self.peak_lr))
+            cycle, within = divmod(i, length)
+            if within == 0 and cycle > 0:
+                self._restart(best)
+            peak = self.peak_lr * self.options.cycle_decay ** cycle
+            self.lr.fill_(_schedule(within, min(length, self.steps - cycle * length),
+                                    self.options, peak))
             draws = self.task.draw(self.generator, self.batch).to(self.device, non_blocking=True)
             if i == 0:
                 start = time.perf_counter()
@@ -219,7 +242,7 @@ class _Loop:
                 self.first_step_seconds = time.perf_counter() - start
             else:
                 self.step(draws, self.lr)
-            if (i + 1) % every == 0 or i + 1 == self.steps:
+            if (within + 1) % every == 0 or within + 1 == length or i + 1 == self.steps:
                 start = time.perf_counter()
                 mse, groups = self.assess()
                 self.eval_seconds += time.perf_counter() - start

@@ -199,14 +199,16 @@ def test_tabulated_training_samples_match_the_direct_computation():
 
 def test_gridded_depth_follows_rate_and_training_visits():
     # A Kodak-sized image at 0.5 bpp (about 30,000 weights): depth 4 when the default effort's
-    # 17,000 x 4,096 samples visit each pixel 177 times, depth 3 when the fast effort's 2,000
-    # steps visit it 21 times or the best effort's 100,000 steps 1,041 times, and depth 3 at
-    # 1 bpp whatever the steps.
+    # 17,000 x 4,096 samples visit each pixel 177 times, or each of the best effort's cycles
+    # does; depth 3 when the fast effort's 2,000 steps visit it 21 times or one cosine of
+    # 100,000 steps 1,041 times, and depth 3 at 1 bpp whatever the steps.
     from inrcodec.models.gridded import Gridded
     sizing = dict(height=512, width=768, channels=3, encoding_dim=22)
-    default, fast, best = (Gridded.steps[effort] * 4096 for effort in ("default", "fast", "best"))
+    default, fast = (Gridded.steps[effort] * 4096 for effort in ("default", "fast"))
+    best_cycle = Gridded.steps["best"] // Gridded.cycles["best"] * 4096
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=default)["depth"] == 4
+    assert Gridded.hparams_for_params(30000, *sizing.values(), samples=best_cycle)["depth"] == 4
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=fast)["depth"] == 3
-    assert Gridded.hparams_for_params(30000, *sizing.values(), samples=best)["depth"] == 3
+    assert Gridded.hparams_for_params(30000, *sizing.values(), samples=100000 * 4096)["depth"] == 3
     assert Gridded.hparams_for_params(60000, *sizing.values(), samples=default)["depth"] == 3
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=fast, depth=5)["depth"] == 5

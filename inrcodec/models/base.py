@@ -101,6 +101,8 @@ class ImageModel(torch.nn.Module):
     #: every family; the default takes well under a minute for a Kodak image on two CPU cores
     #: (docs/results/kodak.md).
     steps: ClassVar[dict[str, int]]
+    #: Cosine cycles (warm restarts, :class:`~.fit.FitOptions`) per effort; one where absent.
+    cycles: ClassVar[dict[str, int]] = {}
     learning_rate: ClassVar[float] = 1e-3
 
     def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
@@ -209,7 +211,7 @@ class ImageModel(torch.nn.Module):
                            **fixed) -> dict:
         """Complete hyper-parameters with about ``n_params`` weights; ``fixed`` ones (a user's
         choices) are kept and the others sized around them. ``samples``, the training samples
-        the fit will draw (None: unknown), may shape the choice."""
+        the fit will draw in one cosine cycle (None: unknown), may shape the choice."""
         raise NotImplementedError
 
     def describe(self) -> str:

@@ -42,11 +42,12 @@ TARGET_WIDTH = 20
 #: (docs/experiments.md): depth 4 gains 0.26 / 0.28 / 0.41 dB at 0.12 / 0.25 / 0.5 bpp and
 #: loses 0.12 dB at 1 bpp, for 10-40% more encode time.
 DEEP_BELOW = 0.1
-#: ... and only when training visits each pixel this many times on average (a Kodak image at
-#: the default effort: 177), the range where it was measured to pay. With fewer visits the
-#: deeper networks have not converged (a 4096x4096 image at the default effort, 5 visits: -5 dB)
-#: and with many more their long training went astray at 0.5 bpp (Kodak at the best effort,
-#: 1,041 visits: -3 dB), while depth 3 was sound in both (docs/experiments.md).
+#: ... and only when training visits each pixel this many times on average in one cosine cycle
+#: (a Kodak image at the default and best efforts: 177), the range where it was measured to
+#: pay. With fewer visits the deeper networks have not converged (a 4096x4096 image at the
+#: default effort, 5 visits: -5 dB) and with many more their long training went astray at
+#: 0.5 bpp (Kodak, one cosine of 100,000 steps, 1,041 visits: -3 dB), while depth 3 was sound
+#: in both (docs/experiments.md).
 DEEP_VISITS = (100, 400)
 
 
@@ -57,7 +58,11 @@ def grid_for(height: int, width: int, cell_side: float) -> tuple[int, int]:
 
 class Gridded(ImageModel):
     name = "gridded"
-    steps = {"fast": 2000, "default": 17000, "best": 100000}
+    steps = {"fast": 2000, "default": 17000, "best": 68000}
+    #: The best effort is the default's training four times over, each cycle from the best
+    #: weights of the one before at half its peak learning rate (warm restarts): depth 4 then
+    #: stays sound, where one long cosine of 100,000 steps went astray (docs/experiments.md).
+    cycles = {"best": 4}
     family_id = 1
     schema = Schema(ROWS, COLS, OVERLAP, WIDTH, DEPTH, W0_FIRST, W0)
     #: Five octaves on the cell's local frame and a first-layer factor of 20 (SIREN's usual 30
