@@ -48,3 +48,44 @@ def test_training_keeps_each_groups_best_weights():
     for p, first, third in zip(field.parameters(), snapshots[1], snapshots[3]):
         assert torch.equal(p[0], first[0]) and torch.equal(p[1], third[1])
         assert not torch.equal(first[1], third[1])  # training moved them in between
+
+
+def test_each_cycle_restarts_from_the_best_weights_with_fresh_adam_state():
+    # Two cycles of 4 steps, evaluated (by script) every 2: the first cycle is at its best after
+    # its 2nd step, so the second cycle starts from those weights, with Adam's step count at
+    # zero and a peak learning rate of half the first's.
+    field = TiledSiren(Tiling(8, 16, rows=1, cols=2), Encoding("none", 2), 4, 1, 3, 30.0, 30.0,
+                       torch.Generator().manual_seed(0))
+    target = torch.rand(8, 16, 3, generator=torch.Generator().manual_seed(1))
+    errors = iter([[1.0, 1.0], [0.5, 0.5], [0.7, 0.7], [0.6, 0.6], [0.8, 0.8]])
+    evaluated, stepped = [], []
+
+    def scripted():
+        evaluated.append([p.detach().clone() for p in field.parameters()])
+        return 0.5, torch.tensor(next(errors))
+
+    task = field.fit_task(target, ColorTransform("rgb", 3), lambda *a: 0.25, "cells",
+                          error_map=lambda: None)
+    task = dataclasses.replace(task, evaluate_groups=scripted)
+    options = FitOptions(eval_every=2, compile=False, cycles=2, cycle_decay=0.5, warmup=0.0)
+    loop = _Loop(task, options, 8, 1e-2, None, torch.Generator().manual_seed(2),
+                 lambda step, psnr: None)
+    step = loop.step
+
+    def recording(draws, lr):
+        stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
+                        loop.optimiser_state[-1].item()))
+        return step(draws, lr)
+
+    loop.step = recording
+    loop.run()
+    assert len(evaluated) == 5 and len(stepped) == 8
+    weights, lr, count = stepped[4]  # the second cycle's first step
+    assert all(torch.equal(w, b) for w, b in zip(weights, evaluated[1]))
+    assert not all(torch.equal(w, b) for w, b in zip(stepped[3][0], evaluated[1]))
+    assert count == 0 and stepped[3][2] == 3
+    assert math.isclose(stepped[0][1], 1e-2, rel_tol=1e-6)
+    assert math.isclose(lr, 0.5 * stepped[0][1], rel_tol=1e-6)
+    # The second cycle never beat the first's best (0.6 and 0.8 against 0.5): those weights stay.
+    for p, b in zip(field.parameters(), evaluated[1]):
+        assert torch.equal(p, b)
