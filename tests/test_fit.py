@@ -25,22 +25,29 @@ def test_group_means_average_each_kept_cell_and_mark_unsampled_ones():
     assert means[0].item() == 0.5 and math.isnan(means[1]) and math.isnan(means[2])
 
 
-def test_training_keeps_each_groups_best_weights():
-    # Two cells, evaluated (by script) before training and every 2 of 8 steps: cell 0 is at its
-    # best at the first evaluation, cell 1 at the third, and those are the weights kept.
+def scripted_two_cells(errors: list[list[float]]):
+    """A stage of two cells whose per-cell evaluations return ``errors`` in turn (and 0.5 for
+    the whole image, 0.25 for the kept weights' own evaluation); each evaluation's weights are
+    appended to the returned list."""
     field = TiledSiren(Tiling(8, 16, rows=1, cols=2), Encoding("none", 2), 4, 1, 3, 30.0, 30.0,
                        torch.Generator().manual_seed(0))
     target = torch.rand(8, 16, 3, generator=torch.Generator().manual_seed(1))
-    errors = iter([[1.0, 1.0], [0.5, 0.9], [0.6, 0.8], [0.7, 0.3], [0.9, 0.4]])
-    snapshots = []
+    scripted_errors, snapshots = iter(errors), []
 
     def scripted():
         snapshots.append([p.detach().clone() for p in field.parameters()])
-        return 0.5, torch.tensor(next(errors))
+        return 0.5, torch.tensor(next(scripted_errors))
 
     task = field.fit_task(target, ColorTransform("rgb", 3), lambda *a: 0.25, "cells",
                           error_map=lambda: None)
-    task = dataclasses.replace(task, evaluate_groups=scripted)
+    return field, dataclasses.replace(task, evaluate_groups=scripted), snapshots
+
+
+def test_training_keeps_each_groups_best_weights():
+    # Two cells, evaluated (by script) before training and every 2 of 8 steps: cell 0 is at its
+    # best at the first evaluation, cell 1 at the third, and those are the weights kept.
+    field, task, snapshots = scripted_two_cells(
+        [[1.0, 1.0], [0.5, 0.9], [0.6, 0.8], [0.7, 0.3], [0.9, 0.4]])
     loop = _Loop(task, FitOptions(eval_every=2, compile=False), 8, 1e-2, None,
                  torch.Generator().manual_seed(2), lambda step, psnr: None)
     assert loop.run() == 0.25  # the kept weights' own evaluation
@@ -54,19 +61,9 @@ def test_each_cycle_restarts_from_the_best_weights_with_fresh_adam_state():
     # Two cycles of 4 steps, evaluated (by script) every 2: the first cycle is at its best after
     # its 2nd step, so the second cycle starts from those weights, with Adam's step count at
     # zero and a peak learning rate of half the first's.
-    field = TiledSiren(Tiling(8, 16, rows=1, cols=2), Encoding("none", 2), 4, 1, 3, 30.0, 30.0,
-                       torch.Generator().manual_seed(0))
-    target = torch.rand(8, 16, 3, generator=torch.Generator().manual_seed(1))
-    errors = iter([[1.0, 1.0], [0.5, 0.5], [0.7, 0.7], [0.6, 0.6], [0.8, 0.8]])
-    evaluated, stepped = [], []
-
-    def scripted():
-        evaluated.append([p.detach().clone() for p in field.parameters()])
-        return 0.5, torch.tensor(next(errors))
-
-    task = field.fit_task(target, ColorTransform("rgb", 3), lambda *a: 0.25, "cells",
-                          error_map=lambda: None)
-    task = dataclasses.replace(task, evaluate_groups=scripted)
+    field, task, evaluated = scripted_two_cells(
+        [[1.0, 1.0], [0.5, 0.5], [0.7, 0.7], [0.6, 0.6], [0.8, 0.8]])
+    stepped = []
     options = FitOptions(eval_every=2, compile=False, cycles=2, cycle_decay=0.5, warmup=0.0)
     loop = _Loop(task, options, 8, 1e-2, None, torch.Generator().manual_seed(2),
                  lambda step, psnr: None)
