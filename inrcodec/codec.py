@@ -133,8 +133,9 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
       at most 5% above the target.
     - ``effort``: ``fast``, ``default`` or ``best`` training presets; ``steps`` overrides the
       number of training steps.
-    - ``bits_per_weight``: the rate that sizing assumes per weight (default BITS_PER_WEIGHT);
-      lower means a bigger network with coarser quantisers.
+    - ``bits_per_weight``: the rate that sizing assumes per weight (default BITS_PER_WEIGHT, or
+      the family's for the effort, ``ImageModel.sizing``); lower means a bigger network with
+      coarser quantisers.
     - Further keyword arguments override :class:`~.fit.FitOptions` fields (``lr``, ``batch``,
       ``qat_steps``, ``allocation``, ...), for experiments.
     - ``hparams``: the family's hyper-parameters, in full or in part; without a ``width`` (or the
@@ -152,6 +153,9 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
     family = get_family(model)
     preset = training_preset(family, effort, steps)
     preset.update(fit_overrides)
+    sizing = family.sizing.get(effort, {})
+    hparams = {**sizing.get("hparams", {}), **(hparams or {})}
+    bits_per_weight = bits_per_weight or sizing.get("bits_per_weight", BITS_PER_WEIGHT)
     if bpp is not None and quality is not None:
         raise InrInputError("give --bpp or --quality, not both")
     if bpp is None:
@@ -171,8 +175,8 @@ def compress(image: ImageLike, *, model: str = "gridded", bpp: float | None = No
     except ValueError as exc:
         raise InrInputError(str(exc)) from None
 
-    net = _build_model(family, height, width, transform, enc, dict(hparams or {}), budget, seed,
-                       bits_per_weight or BITS_PER_WEIGHT,
+    net = _build_model(family, height, width, transform, enc, hparams, budget, seed,
+                       bits_per_weight,
                        preset["steps"] * preset["batch"] / preset["cycles"])
     torch_device = resolve_device(device)
     net.to(torch_device)

@@ -212,3 +212,17 @@ def test_gridded_depth_follows_rate_and_training_visits():
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=100000 * 4096)["depth"] == 3
     assert Gridded.hparams_for_params(60000, *sizing.values(), samples=default)["depth"] == 3
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=fast, depth=5)["depth"] == 5
+
+
+def test_gridded_best_effort_sizes_a_larger_network_with_less_overlap():
+    # Gridded.sizing: at the best effort the same rate buys more weights (5.5 bits a weight, not
+    # 6.5) and cells overlap by 1/32, not 1/16; the caller's hyper-parameters still win.
+    image = crop(64, 96)
+    options = dict(model="gridded", bpp=2.0, steps=4, compile=False)
+    default = inrcodec.compress(image, **options)
+    best = inrcodec.compress(image, effort="best", **options)
+    assert "overlap=0.0625" in default.description and "overlap=0.03125" in best.description
+    assert best.params > 1.1 * default.params
+    assert len(best.data) <= 1.05 * 2.0 * 96 * 64 / 8
+    pinned = inrcodec.compress(image, effort="best", hparams={"overlap": 0.125}, **options)
+    assert "overlap=0.125" in pinned.description

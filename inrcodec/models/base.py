@@ -103,6 +103,11 @@ class ImageModel(torch.nn.Module):
     steps: ClassVar[dict[str, int]]
     #: Cosine cycles (warm restarts, :class:`~.fit.FitOptions`) per effort; one where absent.
     cycles: ClassVar[dict[str, int]] = {}
+    #: Sizing per effort, where it differs from the default's: ``bits_per_weight``, the rate the
+    #: network is sized for (else ``ratecontrol.BITS_PER_WEIGHT``), and ``hparams`` fixed before
+    #: sizing (the caller's own hyper-parameters win). A longer fit gets more out of a larger
+    #: network than a short one.
+    sizing: ClassVar[dict[str, dict]] = {}
     learning_rate: ClassVar[float] = 1e-3
 
     def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,

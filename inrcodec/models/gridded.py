@@ -63,6 +63,10 @@ class Gridded(ImageModel):
     #: weights of the one before at half its peak learning rate (warm restarts): depth 4 then
     #: stays sound, where one long cosine of 100,000 steps went astray (docs/experiments.md).
     cycles = {"best": 4}
+    #: ... sized for 5.5 bits a weight rather than 6.5 (18% more weights), with half the overlap
+    #: between cells (1/32 of a cell): on kodim01 / kodim07 at 0.5 bpp, +0.07 / +0.06 dB and
+    #: then +0.09 / +0.14 dB (docs/experiments.md; not measured at the default effort).
+    sizing = {"best": {"bits_per_weight": 5.5, "hparams": {"overlap": 1 / 32}}}
     family_id = 1
     schema = Schema(ROWS, COLS, OVERLAP, WIDTH, DEPTH, W0_FIRST, W0)
     #: Five octaves on the cell's local frame and a first-layer factor of 20 (SIREN's usual 30
