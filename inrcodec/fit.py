@@ -51,6 +51,9 @@ class FitOptions:
     eval_every: int = 0  # steps between evaluations; 0: eight evaluations per stage
     qat_steps: int = 0
     qat_lr: float = 1e-3
+    #: Fine-tune with uniform noise of one quantiser step added to the weights, in place of
+    #: rounding them with a straight-through gradient (evaluations still round).
+    qat_noise: bool = False
     #: Picks the quantisers of one stage's tensors from {stored name: tensor} and, with
     #: ``allocation="sensitivity"``, each tensor's measured sensitivity (see ratecontrol).
     #: The default quantises every tensor to 8 bits.
@@ -63,6 +66,11 @@ class FitOptions:
     #: ``cycle_decay`` times the previous cycle's.
     cycles: int = 1
     cycle_decay: float = 0.5
+    #: The first cycle is trained this many times, from the stage's own initial weights and
+    #: then from fresh draws (``FitTask.initialise``), and the later cycles go on from the best
+    #: weights of all of them (each group's best): a network that starts badly gets other
+    #: chances. It costs ``starts - 1`` more cycles of steps.
+    starts: int = 1
     compile: bool | None = None
     seed: int = 0
 
@@ -159,17 +167,25 @@ class _Loop:
         data = {k: v.to(self.device) for k, v in task.data.items()}
         drop_weights = task.weighted and not options.window_weights
         beta1, beta2, eps = ADAM_BETAS + (ADAM_EPS,)
+        self.noisy = quants is not None and options.qat_noise
+        self.sizes = sizes = [p.numel() for p in params]
 
-        def loss_of(weights: list[torch.Tensor], draws: torch.Tensor) -> torch.Tensor:
+        def loss_of(weights: list[torch.Tensor], draws: torch.Tensor,
+                    jitter: torch.Tensor | None) -> torch.Tensor:
             x, y = task.assemble(data, draws)
             if drop_weights:
                 y = y[..., :-1]
-            if quants is not None:
+            if jitter is not None:  # quantisation noise: uniform over one step
+                parts = torch.split(jitter, sizes)
+                weights = [w + u.view_as(w) * quants[n].step
+                           for n, w, u in zip(names, weights, parts)]
+            elif quants is not None:
                 weights = [fake_quantize(w, quants[n]) for n, w in zip(names, weights)]
             return task.loss(functional_call(module, dict(zip(names, weights)), (x,)), y)
 
-        def step(draws: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-            grads, loss = grad_and_value(loss_of)(params, draws)
+        def step(draws: torch.Tensor, lr: torch.Tensor,
+                 jitter: torch.Tensor | None = None) -> torch.Tensor:
+            grads, loss = grad_and_value(loss_of)(params, draws, jitter)
             count.add_(1)
             correction1 = 1 - beta1 ** count
             correction2 = 1 - beta2 ** count
@@ -209,12 +225,22 @@ class _Loop:
         return self._measure(self.task.evaluate_groups)
 
     @torch.no_grad()
-    def _restart(self, best: list[torch.Tensor]) -> None:
-        """Start a new cycle: the best weights so far, Adam's moments and step count at zero."""
-        for (_, p), b in zip(self.named, best):
-            p.copy_(b)
+    def _restart(self, best: list[torch.Tensor] | None) -> None:
+        """Start a new cycle: the best weights so far (None: fresh initial weights), Adam's
+        moments and step count at zero."""
+        if best is None:
+            self.task.initialise(self.generator)
+        else:
+            for (_, p), b in zip(self.named, best):
+                p.copy_(b)
         for t in self.optimiser_state:
             t.zero_()
+
+    def starts(self) -> int:
+        """How many starts the first cycle gets (one when fine-tuning or without fresh draws)."""
+        if self.quants is not None or self.task.initialise is None:
+            return 1
+        return max(1, self.options.starts)
 
     def run(self) -> float:
         """Train; leave the best weights in place (each group's best, for a stage of
@@ -226,23 +252,28 @@ class _Loop:
         cycles = self.options.cycles if self.quants is None else 1  # fine-tuning: one cosine
         cycles = max(1, min(cycles, self.steps))
         length = math.ceil(self.steps / cycles)
+        starts = self.starts()
+        self.total_steps = total = self.steps + (starts - 1) * length
         every = self.options.eval_every or max(1, math.ceil(length / 8))
         loop_start = time.perf_counter()
-        for i in range(self.steps):
-            cycle, within = divmod(i, length)
-            if within == 0 and cycle > 0:
-                self._restart(best)
+        for i in range(total):
+            run, within = divmod(i, length)  # runs: the first cycle's starts, then the cycles
+            if within == 0 and run > 0:
+                self._restart(best if run >= starts else None)
+            cycle = max(0, run - starts + 1)
             peak = self.peak_lr * self.options.cycle_decay ** cycle
             self.lr.fill_(_schedule(within, min(length, self.steps - cycle * length),
                                     self.options, peak))
             draws = self.task.draw(self.generator, self.batch).to(self.device, non_blocking=True)
+            jitter = (torch.rand(sum(self.sizes), generator=self.generator) - 0.5).to(
+                self.device, non_blocking=True) if self.noisy else None
             if i == 0:
                 start = time.perf_counter()
-                self.step(draws, self.lr)  # compiles, when compiling
+                self.step(draws, self.lr, jitter)  # compiles, when compiling
                 self.first_step_seconds = time.perf_counter() - start
             else:
-                self.step(draws, self.lr)
-            if (within + 1) % every == 0 or within + 1 == length or i + 1 == self.steps:
+                self.step(draws, self.lr, jitter)
+            if (within + 1) % every == 0 or within + 1 == length or i + 1 == total:
                 start = time.perf_counter()
                 mse, groups = self.assess()
                 self.eval_seconds += time.perf_counter() - start
@@ -330,7 +361,9 @@ def fit(model: ImageModel, target: torch.Tensor, options: FitOptions,
     """
     generator = torch.Generator().manual_seed(options.seed)
     report = FitReport()
-    total = options.steps + options.qat_steps
+    # Extra starts of the first cycle add steps (on stages that can draw fresh weights).
+    first_cycle = math.ceil(options.steps / max(1, min(options.cycles, options.steps)))
+    total = options.steps + (max(1, options.starts) - 1) * first_cycle + options.qat_steps
     done = 0
     names = {id(p): n for n, p in model.tensors()}
     for task in model.fit_tasks(target):
@@ -343,8 +376,9 @@ def fit(model: ImageModel, target: torch.Tensor, options: FitOptions,
             if progress is not None:
                 progress(Progress(stage, offset + step, total, psnr))
 
-        mse = _Loop(task, options, steps, options.lr, None, generator, report_progress).run()
-        done += steps
+        loop = _Loop(task, options, steps, options.lr, None, generator, report_progress)
+        mse = loop.run()
+        done += loop.total_steps
         local_names = {n: names[id(p)] for n, p in task.module.named_parameters()}
         stored = {local_names[n]: p.detach() for n, p in task.module.named_parameters()}
         sensitivity = None

@@ -11,6 +11,7 @@ from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.fit import FitOptions, _Loop
 from inrcodec.models.siren import TiledSiren
+from inrcodec.quantize import TensorQuant, fake_quantize
 from inrcodec.models.tiling import Tiling
 
 
@@ -69,10 +70,10 @@ def test_each_cycle_restarts_from_the_best_weights_with_fresh_adam_state():
                  lambda step, psnr: None)
     step = loop.step
 
-    def recording(draws, lr):
+    def recording(draws, lr, jitter=None):
         stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
                         loop.optimiser_state[-1].item()))
-        return step(draws, lr)
+        return step(draws, lr, jitter)
 
     loop.step = recording
     loop.run()
@@ -86,3 +87,55 @@ def test_each_cycle_restarts_from_the_best_weights_with_fresh_adam_state():
     # The second cycle never beat the first's best (0.6 and 0.8 against 0.5): those weights stay.
     for p, b in zip(field.parameters(), evaluated[1]):
         assert torch.equal(p, b)
+
+
+def test_a_second_start_retrains_the_first_cycle_from_fresh_weights_and_keeps_each_best():
+    # Two starts of the first of two cycles (4 steps each, evaluated every 2): cell 0 is best
+    # in the first start, cell 1 in the second, and the second cycle goes on from that mix.
+    field, task, evaluated = scripted_two_cells(
+        [[1.0, 1.0], [0.5, 0.9], [0.6, 0.8], [0.9, 0.4], [0.8, 0.6], [0.7, 0.7], [0.7, 0.7]])
+    initial = [p.detach().clone() for p in field.parameters()]
+    stepped = []
+    options = FitOptions(eval_every=2, compile=False, cycles=2, cycle_decay=0.5, warmup=0.0,
+                         starts=2)
+    loop = _Loop(task, options, 8, 1e-2, None, torch.Generator().manual_seed(2),
+                 lambda step, psnr: None)
+    step = loop.step
+
+    def recording(draws, lr, jitter=None):
+        stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
+                        loop.optimiser_state[-1].item()))
+        return step(draws, lr, jitter)
+
+    loop.step = recording
+    loop.run()
+    assert loop.total_steps == 12 and len(stepped) == 12 and len(evaluated) == 7
+    fresh, lr, count = stepped[4]  # the second start: new weights of the same ranges
+    assert count == 0 and math.isclose(lr, 1e-2, rel_tol=1e-6)  # the first cycle's peak
+    for w, before, trained in zip(fresh, initial, evaluated[2]):
+        assert not torch.equal(w, before) and not torch.equal(w, trained)
+        assert w.abs().max() <= before.abs().max() * 1.5 and w.std() > before.std() / 2
+    weights, lr, count = stepped[8]  # the second cycle: cell 0 of start 1, cell 1 of start 2
+    assert count == 0 and math.isclose(lr, 0.5e-2, rel_tol=1e-6)
+    for w, first, second in zip(weights, evaluated[1], evaluated[3]):
+        assert torch.equal(w[0], first[0]) and torch.equal(w[1], second[1])
+
+
+def test_noisy_fine_tuning_sees_weights_moved_by_at_most_half_a_step():
+    # The step's loss is the loss of the weights plus the drawn noise times each tensor's step.
+    field, task, _ = scripted_two_cells([[1.0, 1.0]] * 4)
+    quants = {n: TensorQuant(8, 0.01 * (i + 1)) for i, (n, _) in enumerate(field.named_parameters())}
+    options = FitOptions(compile=False, qat_noise=True)
+    loop = _Loop(task, options, 1, 0.0, quants, torch.Generator().manual_seed(3),
+                 lambda step, psnr: None)
+    draws = task.draw(torch.Generator().manual_seed(4), 32)
+    jitter = torch.rand(sum(p.numel() for p in field.parameters())) - 0.5
+    parts = torch.split(jitter, [p.numel() for p in field.parameters()])
+    moved = {n: p.detach() + u.view_as(p) * quants[n].step
+             for (n, p), u in zip(field.named_parameters(), parts)}
+    x, y = task.assemble(task.data, draws)
+    expected = task.loss(torch.func.functional_call(field, moved, (x,)), y)
+    rounded = task.loss(torch.func.functional_call(
+        field, {n: fake_quantize(p, quants[n]) for n, p in field.named_parameters()}, (x,)), y)
+    loss = loop.step(draws, loop.lr, jitter)
+    assert torch.isclose(loss, expected, rtol=1e-5) and not torch.isclose(loss, rounded)

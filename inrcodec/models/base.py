@@ -79,6 +79,9 @@ class FitTask:
     #: rendering, NaN for a group without evaluated pixels. The trainer then keeps each group's
     #: best weights rather than the best whole set.
     evaluate_groups: Callable[[], tuple[float, torch.Tensor]] | None = None
+    #: Draws fresh initial weights for ``module`` in place from a generator, for a fit that
+    #: tries several starts (``FitOptions.starts``); None: the stage has only its own start.
+    initialise: Callable[[torch.Generator], None] | None = None
 
     def sample(self, generator: torch.Generator, batch: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,12 +247,19 @@ class SirenStack(torch.nn.Module):
         dims = [in_dim] + [width] * depth + [out_dim]
         self.weights = torch.nn.ParameterList()
         self.biases = torch.nn.ParameterList()
-        for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
-            bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / w0
-            w = (torch.rand(groups, fan_in, fan_out, generator=generator) * 2 - 1) * bound
-            b = (torch.rand(groups, 1, fan_out, generator=generator) * 2 - 1) / math.sqrt(fan_in)
-            self.weights.append(torch.nn.Parameter(w))
-            self.biases.append(torch.nn.Parameter(b))
+        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+            self.weights.append(torch.nn.Parameter(torch.empty(groups, fan_in, fan_out)))
+            self.biases.append(torch.nn.Parameter(torch.empty(groups, 1, fan_out)))
+        self.initialise(generator)
+
+    @torch.no_grad()
+    def initialise(self, generator: torch.Generator | None = None) -> None:
+        """Draw fresh initial weights, in place (on the weights' own device)."""
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            fan_in = w.shape[1]
+            bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / self.w0
+            w.copy_((torch.rand(w.shape, generator=generator) * 2 - 1) * bound)
+            b.copy_((torch.rand(b.shape, generator=generator) * 2 - 1) / math.sqrt(fan_in))
 
     @staticmethod
     def shapes(groups: int, in_dim: int, width: int, depth: int, out_dim: int

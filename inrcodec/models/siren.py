@@ -74,7 +74,8 @@ class TiledSiren(torch.nn.Module):
                        data=tiling.training_data(target), loss=rgb_mse_loss(color),
                        evaluate=evaluate, samples=tiling.pixels_per_group(),
                        groups=tiling.groups, name=name, share=share, weighted=weighted,
-                       evaluate_groups=evaluate_groups if per_group else None)
+                       evaluate_groups=evaluate_groups if per_group else None,
+                       initialise=self.net.initialise)
 
     @torch.no_grad()
     def render_into(self, out: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> None:
