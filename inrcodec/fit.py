@@ -51,9 +51,6 @@ class FitOptions:
     eval_every: int = 0  # steps between evaluations; 0: eight evaluations per stage
     qat_steps: int = 0
     qat_lr: float = 1e-3
-    #: Fine-tune with uniform noise of one quantiser step added to the weights, in place of
-    #: rounding them with a straight-through gradient (evaluations still round).
-    qat_noise: bool = False
     #: Picks the quantisers of one stage's tensors from {stored name: tensor} and, with
     #: ``allocation="sensitivity"``, each tensor's measured sensitivity (see ratecontrol).
     #: The default quantises every tensor to 8 bits.
@@ -167,25 +164,17 @@ class _Loop:
         data = {k: v.to(self.device) for k, v in task.data.items()}
         drop_weights = task.weighted and not options.window_weights
         beta1, beta2, eps = ADAM_BETAS + (ADAM_EPS,)
-        self.noisy = quants is not None and options.qat_noise
-        self.sizes = sizes = [p.numel() for p in params]
 
-        def loss_of(weights: list[torch.Tensor], draws: torch.Tensor,
-                    jitter: torch.Tensor | None) -> torch.Tensor:
+        def loss_of(weights: list[torch.Tensor], draws: torch.Tensor) -> torch.Tensor:
             x, y = task.assemble(data, draws)
             if drop_weights:
                 y = y[..., :-1]
-            if jitter is not None:  # quantisation noise: uniform over one step
-                parts = torch.split(jitter, sizes)
-                weights = [w + u.view_as(w) * quants[n].step
-                           for n, w, u in zip(names, weights, parts)]
-            elif quants is not None:
+            if quants is not None:
                 weights = [fake_quantize(w, quants[n]) for n, w in zip(names, weights)]
             return task.loss(functional_call(module, dict(zip(names, weights)), (x,)), y)
 
-        def step(draws: torch.Tensor, lr: torch.Tensor,
-                 jitter: torch.Tensor | None = None) -> torch.Tensor:
-            grads, loss = grad_and_value(loss_of)(params, draws, jitter)
+        def step(draws: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+            grads, loss = grad_and_value(loss_of)(params, draws)
             count.add_(1)
             correction1 = 1 - beta1 ** count
             correction2 = 1 - beta2 ** count
@@ -265,14 +254,12 @@ class _Loop:
             self.lr.fill_(_schedule(within, min(length, self.steps - cycle * length),
                                     self.options, peak))
             draws = self.task.draw(self.generator, self.batch).to(self.device, non_blocking=True)
-            jitter = (torch.rand(sum(self.sizes), generator=self.generator) - 0.5).to(
-                self.device, non_blocking=True) if self.noisy else None
             if i == 0:
                 start = time.perf_counter()
-                self.step(draws, self.lr, jitter)  # compiles, when compiling
+                self.step(draws, self.lr)  # compiles, when compiling
                 self.first_step_seconds = time.perf_counter() - start
             else:
-                self.step(draws, self.lr, jitter)
+                self.step(draws, self.lr)
             if (within + 1) % every == 0 or within + 1 == length or i + 1 == total:
                 start = time.perf_counter()
                 mse, groups = self.assess()

@@ -11,7 +11,6 @@ from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.fit import FitOptions, _Loop
 from inrcodec.models.siren import TiledSiren
-from inrcodec.quantize import TensorQuant, fake_quantize
 from inrcodec.models.tiling import Tiling
 
 
@@ -70,10 +69,10 @@ def test_each_cycle_restarts_from_the_best_weights_with_fresh_adam_state():
                  lambda step, psnr: None)
     step = loop.step
 
-    def recording(draws, lr, jitter=None):
+    def recording(draws, lr):
         stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
                         loop.optimiser_state[-1].item()))
-        return step(draws, lr, jitter)
+        return step(draws, lr)
 
     loop.step = recording
     loop.run()
@@ -102,10 +101,10 @@ def test_a_second_start_retrains_the_first_cycle_from_fresh_weights_and_keeps_ea
                  lambda step, psnr: None)
     step = loop.step
 
-    def recording(draws, lr, jitter=None):
+    def recording(draws, lr):
         stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
                         loop.optimiser_state[-1].item()))
-        return step(draws, lr, jitter)
+        return step(draws, lr)
 
     loop.step = recording
     loop.run()
@@ -120,22 +119,3 @@ def test_a_second_start_retrains_the_first_cycle_from_fresh_weights_and_keeps_ea
     for w, first, second in zip(weights, evaluated[1], evaluated[3]):
         assert torch.equal(w[0], first[0]) and torch.equal(w[1], second[1])
 
-
-def test_noisy_fine_tuning_sees_weights_moved_by_at_most_half_a_step():
-    # The step's loss is the loss of the weights plus the drawn noise times each tensor's step.
-    field, task, _ = scripted_two_cells([[1.0, 1.0]] * 4)
-    quants = {n: TensorQuant(8, 0.01 * (i + 1)) for i, (n, _) in enumerate(field.named_parameters())}
-    options = FitOptions(compile=False, qat_noise=True)
-    loop = _Loop(task, options, 1, 0.0, quants, torch.Generator().manual_seed(3),
-                 lambda step, psnr: None)
-    draws = task.draw(torch.Generator().manual_seed(4), 32)
-    jitter = torch.rand(sum(p.numel() for p in field.parameters())) - 0.5
-    parts = torch.split(jitter, [p.numel() for p in field.parameters()])
-    moved = {n: p.detach() + u.view_as(p) * quants[n].step
-             for (n, p), u in zip(field.named_parameters(), parts)}
-    x, y = task.assemble(task.data, draws)
-    expected = task.loss(torch.func.functional_call(field, moved, (x,)), y)
-    rounded = task.loss(torch.func.functional_call(
-        field, {n: fake_quantize(p, quants[n]) for n, p in field.named_parameters()}, (x,)), y)
-    loss = loop.step(draws, loop.lr, jitter)
-    assert torch.isclose(loss, expected, rtol=1e-5) and not torch.isclose(loss, rounded)
