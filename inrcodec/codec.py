@@ -46,14 +46,15 @@ BATCH = 4096
 
 
 def training_preset(family: type[ImageModel], effort: str, steps: int | None = None) -> dict:
-    """Training steps, cosine cycles, fine-tuning steps, batch and learning rate for a family
-    and effort; ``steps`` overrides the effort's step count."""
+    """Training steps, cosine cycles, starts, fine-tuning steps, batch and learning rate for a
+    family and effort; ``steps`` overrides the effort's step count."""
     if effort not in EFFORTS:
         raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
     if steps is not None and steps < 1:
         raise InrInputError("steps must be at least 1")
     steps = family.steps[effort] if steps is None else steps
     return dict(steps=steps, cycles=family.cycles.get(effort, 1),
+                starts=family.starts.get(effort, 1),
                 qat_steps=round(QAT_SHARE * steps), batch=BATCH, lr=family.learning_rate)
 
 

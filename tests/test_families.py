@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import inrcodec
-from inrcodec.codec import load_model, psnr
+from inrcodec.codec import load_model, psnr, training_preset
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.models import FAMILIES
@@ -226,3 +226,19 @@ def test_gridded_best_effort_sizes_a_larger_network_with_less_overlap():
     assert len(best.data) <= 1.05 * 2.0 * 96 * 64 / 8
     pinned = inrcodec.compress(image, effort="best", hparams={"overlap": 0.125}, **options)
     assert "overlap=0.125" in pinned.description
+
+
+def test_a_second_start_keeps_each_cells_better_network_and_counts_its_steps():
+    # With one cycle and no overlap, two starts keep each cell's better network of the two
+    # (the first start is the single-start fit itself), so the fit is no worse anywhere; the
+    # progress bar counts the second start's steps. The best effort gives gridded two starts.
+    image = crop(64, 96)
+    options = dict(model="gridded", bpp=2.0, steps=40, compile=False,
+                   hparams={"overlap": 0.0, "rows": 2, "cols": 3})
+    seen = []
+    one = inrcodec.compress(image, **options)
+    two = inrcodec.compress(image, starts=2, progress=seen.append, **options)
+    assert two.report.stages[0].psnr >= one.report.stages[0].psnr
+    assert two.data != one.data
+    assert seen[-1].step == seen[-1].total == 80
+    assert training_preset(inrcodec.models.get_family("gridded"), "best")["starts"] == 2

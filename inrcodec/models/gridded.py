@@ -63,6 +63,10 @@ class Gridded(ImageModel):
     #: weights of the one before at half its peak learning rate (warm restarts): depth 4 then
     #: stays sound, where one long cosine of 100,000 steps went astray (docs/experiments.md).
     cycles = {"best": 4}
+    #: ... the first of them from two starts, each cell going on from the better one: a cell
+    #: that starts badly is not stuck with it (kodim09 at 0.5 bpp: +1.43 dB, kodim01 / kodim07
+    #: +0.01 / +0.06; docs/experiments.md), for a quarter more steps.
+    starts = {"best": 2}
     #: ... sized for 5.5 bits a weight rather than 6.5 (18% more weights), with half the overlap
     #: between cells (1/32 of a cell): on kodim01 / kodim07 at 0.5 bpp, +0.07 / +0.06 dB and
     #: then +0.09 / +0.14 dB (docs/experiments.md; not measured at the default effort).
