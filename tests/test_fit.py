@@ -43,6 +43,24 @@ def scripted_two_cells(errors: list[list[float]]):
     return field, dataclasses.replace(task, evaluate_groups=scripted), snapshots
 
 
+def recorded_run(field, task, options: FitOptions):
+    """Run 8 steps of ``task`` at a peak learning rate of 1e-2; return the loop and, for each
+    step, the weights it started from, its learning rate and Adam's step count."""
+    stepped = []
+    loop = _Loop(task, options, 8, 1e-2, None, torch.Generator().manual_seed(2),
+                 lambda step, psnr: None)
+    step = loop.step
+
+    def recording(draws, lr):
+        stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
+                        loop.optimiser_state[-1].item()))
+        return step(draws, lr)
+
+    loop.step = recording
+    loop.run()
+    return loop, stepped
+
+
 def test_training_keeps_each_groups_best_weights():
     # Two cells, evaluated (by script) before training and every 2 of 8 steps: cell 0 is at its
     # best at the first evaluation, cell 1 at the third, and those are the weights kept.
@@ -63,19 +81,8 @@ def test_each_cycle_restarts_from_the_best_weights_with_fresh_adam_state():
     # zero and a peak learning rate of half the first's.
     field, task, evaluated = scripted_two_cells(
         [[1.0, 1.0], [0.5, 0.5], [0.7, 0.7], [0.6, 0.6], [0.8, 0.8]])
-    stepped = []
     options = FitOptions(eval_every=2, compile=False, cycles=2, cycle_decay=0.5, warmup=0.0)
-    loop = _Loop(task, options, 8, 1e-2, None, torch.Generator().manual_seed(2),
-                 lambda step, psnr: None)
-    step = loop.step
-
-    def recording(draws, lr):
-        stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
-                        loop.optimiser_state[-1].item()))
-        return step(draws, lr)
-
-    loop.step = recording
-    loop.run()
+    loop, stepped = recorded_run(field, task, options)
     assert len(evaluated) == 5 and len(stepped) == 8
     weights, lr, count = stepped[4]  # the second cycle's first step
     assert all(torch.equal(w, b) for w, b in zip(weights, evaluated[1]))
@@ -94,20 +101,9 @@ def test_a_second_start_retrains_the_first_cycle_from_fresh_weights_and_keeps_ea
     field, task, evaluated = scripted_two_cells(
         [[1.0, 1.0], [0.5, 0.9], [0.6, 0.8], [0.9, 0.4], [0.8, 0.6], [0.7, 0.7], [0.7, 0.7]])
     initial = [p.detach().clone() for p in field.parameters()]
-    stepped = []
     options = FitOptions(eval_every=2, compile=False, cycles=2, cycle_decay=0.5, warmup=0.0,
                          starts=2)
-    loop = _Loop(task, options, 8, 1e-2, None, torch.Generator().manual_seed(2),
-                 lambda step, psnr: None)
-    step = loop.step
-
-    def recording(draws, lr):
-        stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
-                        loop.optimiser_state[-1].item()))
-        return step(draws, lr)
-
-    loop.step = recording
-    loop.run()
+    loop, stepped = recorded_run(field, task, options)
     assert loop.total_steps == 12 and len(stepped) == 12 and len(evaluated) == 7
     fresh, lr, count = stepped[4]  # the second start: new weights of the same ranges
     assert count == 0 and math.isclose(lr, 1e-2, rel_tol=1e-6)  # the first cycle's peak
