@@ -51,6 +51,10 @@ class FitOptions:
     eval_every: int = 0  # steps between evaluations; 0: eight evaluations per stage
     qat_steps: int = 0
     qat_lr: float = 1e-3
+    #: Rounding one tensor at a time (in the stage's parameter order) after the quantisers are
+    #: chosen, the tensors not yet rounded being trained for an equal share of these steps (at
+    #: ``qat_lr``) after each, to make up for it; 0: every tensor rounded at once.
+    progressive_steps: int = 0
     #: Picks the quantisers of one stage's tensors from {stored name: tensor} and, with
     #: ``allocation="sensitivity"``, each tensor's measured sensitivity (see ratecontrol).
     #: The default quantises every tensor to 8 bits.
@@ -141,9 +145,11 @@ class _Loop:
 
     def __init__(self, task: FitTask, options: FitOptions, steps: int, peak_lr: float,
                  quants: dict[str, TensorQuant] | None, generator: torch.Generator,
-                 report_progress: Callable[[int, float | None], None]):
+                 report_progress: Callable[[int, float | None], None],
+                 frozen: frozenset[str] = frozenset()):
         self.task, self.options, self.steps = task, options, steps
         self.peak_lr, self.quants, self.generator = peak_lr, quants, generator
+        self.fine_tuning = quants is not None or bool(frozen)
         self.report_progress = report_progress
         per_group = round(options.batch * task.batch_factor / task.groups)
         self.batch = max(1, min(max(16, per_group), task.samples))
@@ -178,7 +184,9 @@ class _Loop:
             count.add_(1)
             correction1 = 1 - beta1 ** count
             correction2 = 1 - beta2 ** count
-            for p, g, m, v in zip(params, grads, first, second):
+            for n, p, g, m, v in zip(names, params, grads, first, second):
+                if n in frozen:
+                    continue
                 m.mul_(beta1).add_(g, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 p.sub_(lr * (m / correction1) / ((v / correction2).sqrt() + eps))
@@ -227,7 +235,7 @@ class _Loop:
 
     def starts(self) -> int:
         """How many starts the first cycle gets (one when fine-tuning or without fresh draws)."""
-        if self.quants is not None or self.task.initialise is None:
+        if self.fine_tuning or self.task.initialise is None:
             return 1
         return max(1, self.options.starts)
 
@@ -238,7 +246,7 @@ class _Loop:
         self.eval_seconds = 0.0
         best_mse, best_groups = self.assess()
         best = [p.detach().clone() for _, p in self.named]
-        cycles = self.options.cycles if self.quants is None else 1  # fine-tuning: one cosine
+        cycles = 1 if self.fine_tuning else self.options.cycles  # fine-tuning: one cosine
         cycles = max(1, min(cycles, self.steps))
         length = math.ceil(self.steps / cycles)
         starts = self.starts()
@@ -339,6 +347,30 @@ def measure_sensitivity(task: FitTask, seed: int) -> dict[str, float]:
     return out
 
 
+def _round_progressively(task: FitTask, options: FitOptions, quants: dict[str, TensorQuant],
+                         generator: torch.Generator,
+                         report_progress: Callable[..., None]) -> int:
+    """Round the stage's tensors one at a time, training those not yet rounded after each
+    (``FitOptions.progressive_steps``); return the steps taken."""
+    named = list(task.module.named_parameters())
+    total = round(options.progressive_steps * task.share)
+    phases = len(named) - 1
+    if total < phases:
+        return 0
+    frozen: set[str] = set()
+    for i, (name, p) in enumerate(named[:-1]):
+        with torch.no_grad():
+            p.copy_(fake_quantize(p, quants[name]))
+        frozen.add(name)
+        before = i * total // phases
+        _Loop(task, options, (i + 1) * total // phases - before, options.qat_lr, None,
+              generator,
+              lambda s, v, before=before: report_progress(before + s, v,
+                                                          f"{task.name} (rounding)"),
+              frozen=frozenset(frozen)).run()
+    return total
+
+
 def fit(model: ImageModel, target: torch.Tensor, options: FitOptions,
         progress: Callable[[Progress], None] | None = None) -> FitReport:
     """Fit ``model`` to ``target`` (H, W, C, model space) and quantise every stored tensor.
@@ -350,7 +382,8 @@ def fit(model: ImageModel, target: torch.Tensor, options: FitOptions,
     report = FitReport()
     # Extra starts of the first cycle add steps (on stages that can draw fresh weights).
     first_cycle = math.ceil(options.steps / max(1, min(options.cycles, options.steps)))
-    total = options.steps + (max(1, options.starts) - 1) * first_cycle + options.qat_steps
+    total = (options.steps + (max(1, options.starts) - 1) * first_cycle + options.qat_steps
+             + options.progressive_steps)
     done = 0
     names = {id(p): n for n, p in model.tensors()}
     for task in model.fit_tasks(target):
@@ -379,6 +412,8 @@ def fit(model: ImageModel, target: torch.Tensor, options: FitOptions,
                         lambda s, v: report_progress(s, v, f"{task.name} (quantised)")).run() \
             if qat_steps else None
         done += qat_steps
+        offset = done
+        done += _round_progressively(task, options, quants, generator, report_progress)
         with torch.no_grad():
             for n, p in task.module.named_parameters():
                 p.copy_(fake_quantize(p, quants[n]))

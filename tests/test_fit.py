@@ -115,3 +115,16 @@ def test_a_second_start_retrains_the_first_cycle_from_fresh_weights_and_keeps_ea
     for w, first, second in zip(weights, evaluated[1], evaluated[3]):
         assert torch.equal(w[0], first[0]) and torch.equal(w[1], second[1])
 
+
+
+def test_frozen_tensors_stay_as_they_are_while_the_others_train():
+    field, task, _ = scripted_two_cells([[1.0, 1.0], [0.5, 0.5], [0.4, 0.4]])
+    names = [n for n, _ in field.named_parameters()]
+    before = {n: p.detach().clone() for n, p in field.named_parameters()}
+    loop = _Loop(task, FitOptions(eval_every=2, compile=False), 4, 1e-2, None,
+                 torch.Generator().manual_seed(2), lambda step, psnr: None,
+                 frozen=frozenset(names[:2]))
+    loop.run()
+    after = dict(field.named_parameters())
+    assert all(torch.equal(after[n], before[n]) for n in names[:2])
+    assert not any(torch.equal(after[n], before[n]) for n in names[2:])
