@@ -3,12 +3,13 @@
 A model family yields one or more :class:`~.models.FitTask` stages. Each stage is trained with
 Adam on random batches for its share of ``FitOptions.steps``, under a learning rate that warms up
 linearly and then follows a cosine down to ``lr * lr_floor``, once or in ``cycles`` (warm
-restarts from the best weights so far). The whole image is evaluated every
-``eval_every`` steps and the best weights are kept (each group's best, for a stage of
-independent networks such as the gridded family's cells). Then the stage's tensors are
-quantised and fine-tuned through the quantiser for its share of ``qat_steps`` (again keeping the
-best), and finally set to exactly the values the decoder will rebuild, so the next stage (the
-residual family's) fits what the *decoded* earlier stage misses.
+restarts from the best weights so far), the first cycle from ``starts`` initialisations. The
+whole image is evaluated every ``eval_every`` steps and the best weights are kept (each group's
+best, for a stage of independent networks such as the gridded family's cells). Then the stage's
+tensors are quantised and fine-tuned through the quantiser for its share of ``qat_steps`` (again
+keeping the best), or rounded one at a time with the others training on
+(``progressive_steps``), and finally set to exactly the values the decoder will rebuild, so the
+next stage (the residual family's) fits what the *decoded* earlier stage misses.
 
 Training counts steps, never seconds: the same image, options and seed give the same weights.
 Batches are drawn on the CPU (so both devices see the same batches) and moved to the model's
