@@ -46,8 +46,8 @@ BATCH = 4096
 
 
 def training_preset(family: type[ImageModel], effort: str, steps: int | None = None) -> dict:
-    """Training steps, cosine cycles, starts, fine-tuning steps, batch and learning rate for a
-    family and effort; ``steps`` overrides the effort's step count."""
+    """Training steps, cosine cycles, starts, fine-tuning and progressive rounding steps, batch
+    and learning rate for a family and effort; ``steps`` overrides the effort's step count."""
     if effort not in EFFORTS:
         raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
     if steps is not None and steps < 1:
@@ -55,6 +55,7 @@ def training_preset(family: type[ImageModel], effort: str, steps: int | None = N
     steps = family.steps[effort] if steps is None else steps
     return dict(steps=steps, cycles=family.cycles.get(effort, 1),
                 starts=family.starts.get(effort, 1),
+                progressive_steps=family.progressive_steps.get(effort, 0),
                 qat_steps=round(QAT_SHARE * steps), batch=BATCH, lr=family.learning_rate)
 
 

@@ -54,8 +54,9 @@ class FitOptions:
     qat_lr: float = 1e-3
     #: Rounding one tensor at a time (in the stage's parameter order) after the quantisers are
     #: chosen, the tensors not yet rounded being trained for an equal share of these steps (at
-    #: ``qat_lr``) after each, to make up for it; 0: every tensor rounded at once.
+    #: ``progressive_lr``) after each, to make up for it; 0: every tensor rounded at once.
     progressive_steps: int = 0
+    progressive_lr: float = 1e-4
     #: Picks the quantisers of one stage's tensors from {stored name: tensor} and, with
     #: ``allocation="sensitivity"``, each tensor's measured sensitivity (see ratecontrol).
     #: The default quantises every tensor to 8 bits.
@@ -364,7 +365,7 @@ def _round_progressively(task: FitTask, options: FitOptions, quants: dict[str, T
             p.copy_(fake_quantize(p, quants[name]))
         frozen.add(name)
         before = i * total // phases
-        _Loop(task, options, (i + 1) * total // phases - before, options.qat_lr, None,
+        _Loop(task, options, (i + 1) * total // phases - before, options.progressive_lr, None,
               generator,
               lambda s, v, before=before: report_progress(before + s, v,
                                                           f"{task.name} (rounding)"),

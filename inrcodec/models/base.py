@@ -108,6 +108,9 @@ class ImageModel(torch.nn.Module):
     cycles: ClassVar[dict[str, int]] = {}
     #: Starts of the first cycle (:class:`~.fit.FitOptions`) per effort; one where absent.
     starts: ClassVar[dict[str, int]] = {}
+    #: Steps of rounding one tensor at a time (:class:`~.fit.FitOptions`) per effort; none where
+    #: absent (every tensor rounded at once).
+    progressive_steps: ClassVar[dict[str, int]] = {}
     #: Sizing per effort, where it differs from the default's: ``bits_per_weight``, the rate the
     #: network is sized for (else ``ratecontrol.BITS_PER_WEIGHT``), and ``hparams`` fixed before
     #: sizing (the caller's own hyper-parameters win). A longer fit gets more out of a larger
