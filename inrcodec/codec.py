@@ -52,10 +52,12 @@ def training_preset(family: type[ImageModel], effort: str, steps: int | None = N
         raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
     if steps is not None and steps < 1:
         raise InrInputError("steps must be at least 1")
-    steps = family.steps[effort] if steps is None else steps
+    preset_steps = family.steps[effort]
+    steps = preset_steps if steps is None else steps
+    # Progressive rounding keeps its share of the training when ``steps`` overrides the count.
+    progressive_steps = round(family.progressive_steps.get(effort, 0) * steps / preset_steps)
     return dict(steps=steps, cycles=family.cycles.get(effort, 1),
-                starts=family.starts.get(effort, 1),
-                progressive_steps=family.progressive_steps.get(effort, 0),
+                starts=family.starts.get(effort, 1), progressive_steps=progressive_steps,
                 qat_steps=round(QAT_SHARE * steps), batch=BATCH, lr=family.learning_rate)
 
 

@@ -255,6 +255,7 @@ def test_rounding_one_tensor_at_a_time_lets_the_others_make_up_for_it():
     assert rounded.psnr > plain.psnr + 0.2
     assert abs(len(rounded.data) - len(plain.data)) <= 0.05 * len(plain.data)
     assert seen[-1].step == seen[-1].total == 1500
-    preset = training_preset(inrcodec.models.get_family("gridded"), "best")
-    assert preset["progressive_steps"] == 9000
-    assert training_preset(inrcodec.models.get_family("gridded"), "default")["progressive_steps"] == 0
+    gridded = inrcodec.models.get_family("gridded")
+    assert training_preset(gridded, "best")["progressive_steps"] == 9000
+    assert training_preset(gridded, "best", steps=6800)["progressive_steps"] == 900  # its share
+    assert training_preset(gridded, "default")["progressive_steps"] == 0
