@@ -357,7 +357,7 @@ def _round_progressively(task: FitTask, options: FitOptions, quants: dict[str, T
     named = list(task.module.named_parameters())
     total = round(options.progressive_steps * task.share)
     phases = len(named) - 1
-    if total < phases:
+    if phases < 1 or total < phases:  # one tensor, or too few steps for a phase each
         return 0
     frozen: set[str] = set()
     for i, (name, p) in enumerate(named[:-1]):
