@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -108,6 +110,35 @@ def test_quick_run_writes_every_file_and_resumes_from_cache(dataset, tmp_path, m
     before = (tmp_path / "results.csv").read_text()
     run(config(dataset, tmp_path))
     assert (tmp_path / "results.csv").read_text() == before
+
+
+def test_results_json_alone_fills_an_empty_cache(dataset, tmp_path, monkeypatch):
+    # The committed results.json is what survives a fresh clone (the cache folder is ignored):
+    # it must be enough to report again without measuring anything again.
+    run(config(dataset, tmp_path))
+    before = (tmp_path / "results.csv").read_text()
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert all(len(r["key"]) == 20 and r["fingerprint"] for r in rows)
+    assert {r["fingerprint"][:4] for r in rows if r["kind"] == "inr"} == {"inr-"}
+    shutil.rmtree(tmp_path / "cache")
+
+    ran = []
+    real = runner.run_job
+    monkeypatch.setattr(runner, "run_job", lambda job: ran.append(job) or real(job))
+    report = run(config(dataset, tmp_path))
+    assert ran == []
+    assert (tmp_path / "results.csv").read_text() == before
+    assert "- 12 results taken from an earlier run's results.json" in report.read_text()
+
+    # A row whose key is not a planned job's (another encoder, another setting) is not taken:
+    # only that job runs again.
+    shutil.rmtree(tmp_path / "cache")
+    rows[0]["key"] = "0" * 20
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+    report = run(config(dataset, tmp_path))
+    assert [(j.image.name, j.spec, j.setting) for j in ran] == [
+        (rows[0]["image"], rows[0]["codec"], rows[0]["setting"])]
+    assert "- 11 results taken" in report.read_text()
 
 
 def test_report_elsewhere_links_its_plots_relative_to_itself(dataset, tmp_path):

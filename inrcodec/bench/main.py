@@ -101,6 +101,7 @@ def run(config: BenchConfig, progress: Callable | None = None) -> Path:
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     cache = Cache(out / "cache")
+    seeded = cache.seed(out / "results.json", jobs) if config.task == "rd" else 0
     started = time.perf_counter()
     planned = len(jobs)
     if config.cached_only:
@@ -113,6 +114,10 @@ def run(config: BenchConfig, progress: Callable | None = None) -> Path:
     seconds = time.perf_counter() - started
     provenance = [f"- run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {seconds:.0f} s of "
                   f"work (cached results are not re-measured)"]
+    if seeded:
+        provenance.append(f"- {seeded} results taken from an earlier run's results.json in the "
+                          f"output folder (same image, codec, setting, effort and code; not "
+                          f"re-measured)")
     if len(jobs) < planned:
         provenance.append(f"- from the cache only: {planned - len(jobs)} planned jobs had not "
                           f"been run and are left out")

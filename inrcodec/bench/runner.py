@@ -5,6 +5,10 @@ Every finished job is written to ``DIR/cache/<key>.json`` at once (and an inr jo
 pixels, the codec spec, the setting, the effort and the codec's fingerprint (library versions;
 for inr codecs a hash of the codec's source), so a changed encoder is measured again.
 
+Each result row carries its job's key and fingerprint, so the ``results.json`` a run leaves (and
+a project commits, where the cache folder is not) can fill an empty cache again
+(:meth:`Cache.seed`): a later run measures only what that file lacks or what has changed since.
+
 Peak memory of an encode is the resident-set high-water mark of the process that ran it, reset
 before the job where Linux allows (``/proc/self/clear_refs``), so it includes the interpreter and
 its libraries (about 0.3 GiB with torch).
@@ -120,6 +124,24 @@ class Cache:
             write_atomic(self.folder / f"{job.key}.inr", data)
         write_atomic(self.folder / f"{job.key}.json", json.dumps(row).encode())
 
+    def seed(self, results: Path, jobs: list[Job]) -> int:
+        """Fill the cache from an earlier run's ``results.json``: each row whose key is that of
+        one of ``jobs`` and is not yet cached. Rows without a key (older runs) and a file that
+        cannot be read are passed over. Returns how many rows were taken; their jobs have no
+        encoded file here (a report leaves them out of its crops)."""
+        try:
+            rows = json.loads(results.read_text())
+        except (OSError, ValueError):
+            return 0
+        wanted = {job.key: job for job in jobs}
+        taken = 0
+        for row in rows if isinstance(rows, list) else []:
+            job = wanted.get(row.get("key")) if isinstance(row, dict) else None
+            if job is not None and self.get(job) is None:
+                self.put(job, row, None)
+                taken += 1
+        return taken
+
     def file(self, job: Job) -> bytes | None:
         path = self.folder / f"{job.key}.inr"
         return path.read_bytes() if path.exists() else None
@@ -127,24 +149,28 @@ class Cache:
 
 def run_jobs(jobs: list[Job], cache: Cache, workers: int = 1,
              on_done: Callable[[dict, bool], None] | None = None) -> list[dict]:
-    """Results of every job, from the cache where present; ``on_done(row, cached)`` after each."""
+    """Results of every job, from the cache where present; ``on_done(row, cached)`` after each.
+    Each row names its job's key and fingerprint."""
     rows: list[dict] = []
+
+    def done(job: Job, row: dict, cached: bool) -> None:
+        row = {**row, "key": job.key, "fingerprint": job.fingerprint}
+        rows.append(row)
+        if on_done:
+            on_done(row, cached)
+
     todo = []
     for job in jobs:
         row = cache.get(job)
         if row is None:
             todo.append(job)
         else:
-            rows.append(row)
-            if on_done:
-                on_done(row, True)
+            done(job, row, True)
     if workers <= 1:
         for job in todo:
             row, data = run_job(job)
             cache.put(job, row, data)
-            rows.append(row)
-            if on_done:
-                on_done(row, False)
+            done(job, row, False)
         return rows
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
@@ -153,9 +179,7 @@ def run_jobs(jobs: list[Job], cache: Cache, workers: int = 1,
         for future in as_completed(futures):
             row, data = future.result()
             cache.put(futures[future], row, data)
-            rows.append(row)
-            if on_done:
-                on_done(row, False)
+            done(futures[future], row, False)
     return rows
 
 
