@@ -125,20 +125,30 @@ def test_results_json_alone_fills_an_empty_cache(dataset, tmp_path, monkeypatch)
     ran = []
     real = runner.run_job
     monkeypatch.setattr(runner, "run_job", lambda job: ran.append(job) or real(job))
-    report = run(config(dataset, tmp_path))
+    text = run(config(dataset, tmp_path)).read_text()
     assert ran == []
     assert (tmp_path / "results.csv").read_text() == before
-    assert "- 12 results taken from an earlier run's results.json" in report.read_text()
+    assert "- 12 results taken from an earlier run's results.json" in text
+    # the inr files are not in results.json: the crops say which codec they lack
+    assert "for want of an encoded file in the cache (their results came from results.json): " \
+           "inr dct steps=40." in text
+
+    # A narrower run rewrites results.json with its own rows, but the cache keeps them all.
+    shutil.rmtree(tmp_path / "cache")
+    run(config(dataset, tmp_path, names=["a"]))
+    assert len(json.loads((tmp_path / "results.json").read_text())) == 6
+    run(config(dataset, tmp_path))
+    assert ran == [] and (tmp_path / "results.csv").read_text() == before
 
     # A row whose key is not a planned job's (another encoder, another setting) is not taken:
     # only that job runs again.
     shutil.rmtree(tmp_path / "cache")
     rows[0]["key"] = "0" * 20
     (tmp_path / "results.json").write_text(json.dumps(rows))
-    report = run(config(dataset, tmp_path))
+    text = run(config(dataset, tmp_path)).read_text()
     assert [(j.image.name, j.spec, j.setting) for j in ran] == [
         (rows[0]["image"], rows[0]["codec"], rows[0]["setting"])]
-    assert "- 11 results taken" in report.read_text()
+    assert "- 11 results taken" in text
 
 
 def test_report_elsewhere_links_its_plots_relative_to_itself(dataset, tmp_path):

@@ -101,7 +101,7 @@ def run(config: BenchConfig, progress: Callable | None = None) -> Path:
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     cache = Cache(out / "cache")
-    seeded = cache.seed(out / "results.json", jobs) if config.task == "rd" else 0
+    seeded = cache.seed(out / "results.json")
     started = time.perf_counter()
     planned = len(jobs)
     if config.cached_only:
@@ -114,8 +114,9 @@ def run(config: BenchConfig, progress: Callable | None = None) -> Path:
     seconds = time.perf_counter() - started
     provenance = [f"- run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {seconds:.0f} s of "
                   f"work (cached results are not re-measured)"]
-    if seeded:
-        provenance.append(f"- {seeded} results taken from an earlier run's results.json in the "
+    reused = sum(job.key in seeded for job in jobs)
+    if reused:
+        provenance.append(f"- {reused} results taken from an earlier run's results.json in the "
                           f"output folder (same image, codec, setting, effort and code; not "
                           f"re-measured)")
     if len(jobs) < planned:
@@ -157,7 +158,7 @@ def write_rd(config, name, images, rows, jobs, cache, out, provenance) -> Path:
     title = f"Rate-distortion on {name} ({len(images)} images)"
     report.plot_curves(curves, anchors, out, "psnr", title)
     report.plot_curves(curves, anchors, out, "msssim", title)
-    visual_image = write_visual(images, rows, jobs, cache, out)
+    visual_image, no_file = write_visual(images, rows, jobs, cache, out)
 
     lines = _header(config, name, images, title, provenance)
     lines += ["## Summary", "",
@@ -185,6 +186,9 @@ def write_rd(config, name, images, rows, jobs, cache, out, provenance) -> Path:
                   f"Centre crop of {visual_image}; each codec at its setting nearest to "
                   f"{VISUAL_BPP} bpp on this image (bpp and PSNR of the whole image in the "
                   "captions).", "", f"![visual]({_link(config, path, 'visual.png')})", ""]
+        if no_file:
+            lines += [f"Not in the crops, for want of an encoded file in the cache (their "
+                      f"results came from results.json): {', '.join(no_file)}.", ""]
     failed = report.failures(rows)
     if failed:
         lines += ["## Jobs the codecs refused (left out of the curves)", "", failed, ""]
@@ -208,7 +212,9 @@ def _decoded(job: Job, row: dict, cache: Cache) -> np.ndarray | None:
     return codec.decode(codec.encode(job.image.pixels, job.setting))
 
 
-def write_visual(images, rows, jobs, cache, out) -> str | None:
+def write_visual(images, rows, jobs, cache, out) -> tuple[str | None, list[str]]:
+    """The crops of the first image, one per codec; its name (None if no crop was made) and the
+    labels of the codecs left out for want of their encoded file."""
     image = images[0]
     by_key = {(r["image"], r["codec"], r["setting"]): r for r in rows}
     panels = [("original", centre_crop(image.pixels, *VISUAL_CROP))]
@@ -220,15 +226,18 @@ def write_visual(images, rows, jobs, cache, out) -> str | None:
         distance = abs(math.log(row["bpp"] / VISUAL_BPP))
         if job.spec not in best or distance < best[job.spec][0]:
             best[job.spec] = (distance, job, row)
+    no_file = []
     for _, job, row in best.values():
         decoded = _decoded(job, row, cache)
-        if decoded is not None:
+        if decoded is None:
+            no_file.append(row["label"])
+        else:
             panels.append((f"{row['label']}\n{row['bpp']:.3f} bpp, {row['psnr']:.2f} dB",
                            centre_crop(decoded, *VISUAL_CROP)))
     if len(panels) < 2:
-        return None
+        return None, no_file
     report.visual(panels, out, "visual.png")
-    return image.name
+    return image.name, no_file
 
 
 # -- the upscale task -----------------------------------------------------------------------

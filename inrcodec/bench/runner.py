@@ -119,27 +119,31 @@ class Cache:
             return None
 
     def put(self, job: Job, row: dict, data: bytes | None) -> None:
+        self._write(job.key, row, data)
+
+    def _write(self, key: str, row: dict, data: bytes | None) -> None:
         from ..imageio import write_atomic
         if data is not None:
-            write_atomic(self.folder / f"{job.key}.inr", data)
-        write_atomic(self.folder / f"{job.key}.json", json.dumps(row).encode())
+            write_atomic(self.folder / f"{key}.inr", data)
+        write_atomic(self.folder / f"{key}.json", json.dumps(row).encode())
 
-    def seed(self, results: Path, jobs: list[Job]) -> int:
-        """Fill the cache from an earlier run's ``results.json``: each row whose key is that of
-        one of ``jobs`` and is not yet cached. Rows without a key (older runs) and a file that
-        cannot be read are passed over. Returns how many rows were taken; their jobs have no
-        encoded file here (a report leaves them out of its crops)."""
+    def seed(self, results: Path) -> set[str]:
+        """Fill the cache from an earlier run's ``results.json``: every row with a key that is
+        not yet cached (all of them, so that a narrower run that rewrites the file loses none).
+        Rows without a key (older runs) and a file that cannot be read are passed over. Returns
+        the keys taken; their jobs have no encoded file here (a report leaves them out of its
+        crops)."""
         try:
             rows = json.loads(results.read_text())
         except (OSError, ValueError):
-            return 0
-        wanted = {job.key: job for job in jobs}
-        taken = 0
+            return set()
+        taken = set()
         for row in rows if isinstance(rows, list) else []:
-            job = wanted.get(row.get("key")) if isinstance(row, dict) else None
-            if job is not None and self.get(job) is None:
-                self.put(job, row, None)
-                taken += 1
+            key = row.get("key") if isinstance(row, dict) else None
+            if isinstance(key, str) and len(key) == 20 and key.isalnum() \
+                    and not (self.folder / f"{key}.json").exists():
+                self._write(key, row, None)
+                taken.add(key)
         return taken
 
     def file(self, job: Job) -> bytes | None:
