@@ -20,6 +20,10 @@ Layout of version 1 (all integers little-endian)::
 Nothing in the file is trusted until checked: the magic and version first, then the checksum,
 then every field against its range, then the tensor shapes the header implies (their total
 bounded by :data:`MAX_PARAMS` before anything is allocated), then the payload's exact length.
+
+The container knows nothing of networks: a model family's part of the header (its
+hyper-parameters, side information and tensor shapes) is read through the family's
+:class:`Layout`, which the caller looks up (``parse(data, layouts)``; see :mod:`.decoder`).
 """
 
 from __future__ import annotations
@@ -28,21 +32,45 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import ClassVar, Mapping, Protocol
 
-from . import color as colour
 from . import encodings
-from .entropy import CODER_IDS, CODER_NAMES
+from .color import TRANSFORM_IDS, TRANSFORM_NAMES
+from .entropy import CODER_IDS, CODER_NAMES, MAX_BITS, MIN_BITS
 from .errors import InrFormatError, InrInputError
-from .fields import Reader
+from .fields import Reader, Schema
 from .imageio import MAX_PIXELS, MAX_SIDE
-from .models import FAMILIES, FAMILY_IDS
-from .quantize import MAX_BITS, MIN_BITS, TensorQuant
+from .quantize import TensorQuant
 
 MAGIC = b"INR"
 VERSION = 1
 #: Most weights a file may declare; a header that claims more is refused before allocation.
 MAX_PARAMS = 1 << 24
 MIN_FILE = 3 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 4
+
+
+class Layout(Protocol):
+    """What the container needs of a model family: its name and id, the fixed-size
+    hyper-parameters (``schema``), the variable-size side information, and the shapes of the
+    stored tensors, all computed from the header alone (the model families implement it)."""
+
+    name: ClassVar[str]
+    family_id: ClassVar[int]
+    schema: ClassVar[Schema]
+
+    @classmethod
+    def validate_for_image(cls, hparams: dict, height: int, width: int, channels: int
+                           ) -> None: ...
+
+    @classmethod
+    def pack_extra(cls, extra: dict, hparams: dict, height: int, width: int) -> bytes: ...
+
+    @classmethod
+    def read_extra(cls, reader: Reader, hparams: dict, height: int, width: int) -> dict: ...
+
+    @classmethod
+    def shapes(cls, hparams: dict, height: int, width: int, channels: int, encoding_dim: int,
+               extra: dict) -> list[tuple[int, ...]]: ...
 
 
 @dataclass
@@ -53,7 +81,7 @@ class InrFile:
     height: int
     channels: int
     color: str
-    family: str
+    layout: type[Layout]
     hparams: dict
     encoding: str
     encoding_params: dict
@@ -64,21 +92,21 @@ class InrFile:
     version: int = VERSION
 
     @property
-    def family_class(self):
-        return FAMILIES[self.family]
+    def family(self) -> str:
+        return self.layout.name
 
     def shapes(self) -> list[tuple[int, ...]]:
-        enc = encodings.Encoding(self.encoding, 2, **self.encoding_params)
-        return self.family_class.shapes(self.hparams, self.height, self.width, self.channels,
-                                        enc.out_dim, self.extra)
+        enc_dim = encodings.out_dim(self.encoding, self.encoding_params)
+        return self.layout.shapes(self.hparams, self.height, self.width, self.channels, enc_dim,
+                                  self.extra)
 
     def header_bytes(self) -> bytes:
         """Every byte before the payload."""
-        family = self.family_class
+        family = self.layout
         enc_schema = encodings.SCHEMAS[self.encoding]
         out = bytearray(MAGIC)
         out += struct.pack("<BHHBBB", self.version, self.width, self.height,
-                           colour.TRANSFORM_IDS[self.color] | (self.channels << 4),
+                           TRANSFORM_IDS[self.color] | (self.channels << 4),
                            family.family_id, encodings.ENCODING_IDS[self.encoding])
         out += enc_schema.pack(self.encoding_params)
         out += family.schema.pack(self.hparams)
@@ -95,8 +123,9 @@ class InrFile:
         return body + struct.pack("<I", zlib.crc32(body))
 
 
-def parse(data: bytes, header_only: bool = False) -> InrFile:
-    """Parse and validate a `.inr` file. Raises :class:`InrFormatError` on any problem."""
+def parse(data: bytes, layouts: Mapping[int, type[Layout]]) -> InrFile:
+    """Parse and validate a `.inr` file whose model family is one of ``layouts`` (by id).
+    Raises :class:`InrFormatError` on any problem."""
     data = bytes(data)
     if len(data) < 4 or data[:3] != MAGIC:
         raise InrFormatError("not an .inr file (bad magic)")
@@ -114,14 +143,14 @@ def parse(data: bytes, header_only: bool = False) -> InrFile:
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > MAX_PIXELS:
         raise InrFormatError(f"bad image size {width}x{height}")
     transform_id, channels = colour_byte & 0x0F, colour_byte >> 4
-    if transform_id not in colour.TRANSFORM_NAMES:
+    if transform_id not in TRANSFORM_NAMES:
         raise InrFormatError(f"unknown colour transform id {transform_id}")
-    color_name = colour.TRANSFORM_NAMES[transform_id]
+    color_name = TRANSFORM_NAMES[transform_id]
     if channels not in (1, 3) or (color_name == "ycbcr" and channels != 3):
         raise InrFormatError(f"bad channel count {channels} for colour transform {color_name}")
-    if family_id not in FAMILY_IDS:
+    if family_id not in layouts:
         raise InrFormatError(f"unknown model family id {family_id}")
-    family = FAMILY_IDS[family_id]
+    family = layouts[family_id]
     if encoding_id not in encodings.ENCODING_NAMES:
         raise InrFormatError(f"unknown input encoding id {encoding_id}")
     encoding = encodings.ENCODING_NAMES[encoding_id]
@@ -135,7 +164,7 @@ def parse(data: bytes, header_only: bool = False) -> InrFile:
     coder_id = r.unpack("B", "entropy coder id")
     if coder_id not in CODER_NAMES:
         raise InrFormatError(f"unknown entropy coder id {coder_id}")
-    enc_dim = encodings.Encoding(encoding, 2, **encoding_params).out_dim
+    enc_dim = encodings.out_dim(encoding, encoding_params)
     shapes = family.shapes(hparams, height, width, channels, enc_dim, extra)
     total = sum(math.prod(s) for s in shapes)
     if total > MAX_PARAMS:
@@ -148,10 +177,10 @@ def parse(data: bytes, header_only: bool = False) -> InrFile:
         if not (math.isfinite(step) and step > 0):
             raise InrFormatError(f"tensor {i} has a bad step size {step}")
         quants.append(TensorQuant(bits, step))
-    payload = b"" if header_only else r.take(r.remaining, "payload")
-    if not header_only and not payload:
+    payload = r.take(r.remaining, "payload")
+    if not payload:
         raise InrFormatError("the file has no payload")
     return InrFile(width=width, height=height, channels=channels, color=color_name,
-                   family=family.name, hparams=hparams, encoding=encoding,
+                   layout=family, hparams=hparams, encoding=encoding,
                    encoding_params=encoding_params, extra=extra, coder=CODER_NAMES[coder_id],
                    quants=quants, payload=payload)

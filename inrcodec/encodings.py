@@ -32,6 +32,15 @@ ENCODING_IDS = {"none": 0, "positional": 1, "fourier": 2}
 ENCODING_NAMES = {v: k for k, v in ENCODING_IDS.items()}
 
 
+def out_dim(kind: str, params: dict, in_dim: int = 2) -> int:
+    """Features an encoding of ``kind`` with ``params`` gives for ``in_dim`` coordinates."""
+    if kind == "positional":
+        return in_dim * (1 + 2 * params["levels"])
+    if kind == "fourier":
+        return 2 * params["features"]
+    return in_dim
+
+
 def _splitmix64(state: np.ndarray) -> np.ndarray:
     z = state
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -69,14 +78,11 @@ class Encoding(torch.nn.Module):
         if kind == "positional":
             levels = self.params["levels"]
             self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(levels, dtype=torch.float32))
-            self.out_dim = in_dim * (1 + 2 * levels)
         elif kind == "fourier":
             matrix = gaussian_matrix(self.params["features"], in_dim, self.params["seed"])
             matrix = 2 * math.pi * self.params["scale"] * matrix
             self.register_buffer("matrix", torch.tensor(matrix.T, dtype=torch.float32))
-            self.out_dim = 2 * self.params["features"]
-        else:
-            self.out_dim = in_dim
+        self.out_dim = out_dim(kind, self.params, in_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "positional":

@@ -1,7 +1,12 @@
-"""Pipeline stage 4: entropy coding of the quantised symbols.
+"""Pipeline stage 4: entropy coding of the quantised symbols, by coders behind one interface.
 
-Coder 0, ``zstd``: every symbol q is zigzag-mapped to an unsigned integer (0, -1, 1, -2, ... ->
-0, 1, 2, 3, ...), so small magnitudes of either sign become small bytes. The low bytes of all
+A tensor of ``bits`` b holds integer symbols in [-qmax, qmax], qmax = 2^(b-1) - 1. A coder
+(:class:`Coder`) turns the symbols of all tensors into one payload and back; :data:`CODERS` maps
+the names users choose (``--coder``) to coders, and each coder's ``coder_id`` is what the file
+stores.
+
+Coder 0, ``zstd``: every symbol q is mapped to an unsigned integer (0, -1, 1, -2, ... ->
+0, 1, 2, 3, ...: :func:`fold`), so small magnitudes of either sign become small bytes. The low bytes of all
 tensors come first, in tensor order, then the high bytes of the tensors whose bit depth exceeds 8
 (byte-planar layout): zstd then sees long runs of similarly distributed bytes instead of
 interleaved high bytes that are nearly always zero. The stream is one zstd frame, with its content
@@ -20,38 +25,43 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import ClassVar
 
 import numpy as np
 import zstandard
 
 from . import rans
 from .errors import InrFormatError
-from .quantize import qmax
 
-CODER_IDS = {"zstd": 0, "rans": 1}
-CODER_NAMES = {v: k for k, v in CODER_IDS.items()}
-DEFAULT_CODER = "rans"
+#: The bit depths a tensor may have.
+MIN_BITS, MAX_BITS = 2, 16
 ZSTD_LEVEL = 22
 
 
-def zigzag(q: np.ndarray) -> np.ndarray:
+def qmax(bits: int) -> int:
+    """The largest symbol magnitude of a ``bits``-bit tensor."""
+    return (1 << (bits - 1)) - 1
+
+
+def fold(q: np.ndarray) -> np.ndarray:
+    """Signed symbols to unsigned: 0, -1, 1, -2, ... -> 0, 1, 2, 3, ..."""
     q = q.astype(np.int64)
     return np.where(q >= 0, 2 * q, -2 * q - 1).astype(np.uint32)
 
 
-def unzigzag(u: np.ndarray) -> np.ndarray:
+def unfold(u: np.ndarray) -> np.ndarray:
     u = u.astype(np.int64)
     return np.where(u % 2 == 0, u // 2, -(u + 1) // 2).astype(np.int32)
 
 
 def planes(bits: int) -> int:
-    """Bytes per symbol of a tensor of this bit depth (zigzag values < 2^bits)."""
+    """Bytes per symbol of a tensor of this bit depth (folded values < 2^bits)."""
     return 1 if bits <= 8 else 2
 
 
 def layout(symbols: list[np.ndarray], bits: list[int]) -> bytes:
     """The byte-planar serialisation of the tensors' symbols (before compression)."""
-    unsigned = [zigzag(s) for s in symbols]
+    unsigned = [fold(s) for s in symbols]
     low = [(u & 0xFF).astype(np.uint8) for u in unsigned]
     high = [(u >> 8).astype(np.uint8) for u, b in zip(unsigned, bits) if planes(b) == 2]
     return b"".join(a.tobytes() for a in low + high)
@@ -67,7 +77,7 @@ def unlayout(raw: bytes, sizes: list[int], bits: list[int]) -> list[np.ndarray]:
         if planes(b) == 2:
             out[i] |= data[offset:offset + n].astype(np.uint32) << 8
             offset += n
-    return [unzigzag(u) for u in out]
+    return [unfold(u) for u in out]
 
 
 def geometric_ratio(symbols: np.ndarray) -> int:
@@ -106,34 +116,81 @@ def _unzstd(payload: bytes, largest: int, exact: bool) -> bytes:
     return raw
 
 
-def encode(symbols: list[np.ndarray], bits: list[int], coder: str = DEFAULT_CODER) -> bytes:
-    if coder == "zstd":
+class Coder:
+    """Turns the symbols of a file's tensors into one payload and back.
+
+    ``decode`` is given what the header implies (each tensor's size and bit depth) and raises
+    :class:`InrFormatError` unless the payload is exactly right, before allocating anything
+    larger than those sizes allow.
+    """
+
+    name: ClassVar[str]
+    coder_id: ClassVar[int]
+
+    def encode(self, symbols: list[np.ndarray], bits: list[int]) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, payload: bytes, sizes: list[int], bits: list[int]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class ZstdCoder(Coder):
+    name, coder_id = "zstd", 0
+
+    def encode(self, symbols, bits):
         return _zstd_frame(layout(symbols, bits))
-    if coder == "rans":
+
+    def decode(self, payload, sizes, bits):
+        raw = _unzstd(payload, sum(n * planes(b) for n, b in zip(sizes, bits)), exact=True)
+        return unlayout(raw, sizes, bits)
+
+
+class RansCoder(Coder):
+    name, coder_id = "rans", 1
+
+    def encode(self, symbols, bits):
         ratios = [geometric_ratio(s) for s in symbols]
         tables = [rans.Table.geometric(qmax(b), r) for b, r in zip(bits, ratios)]
         head = struct.pack(f"<{len(ratios)}H", *ratios)
         return _zstd_frame(head + rans.encode(list(zip(symbols, tables))))
-    raise ValueError(f"unknown entropy coder {coder!r}")
+
+    def decode(self, payload, sizes, bits):
+        # No symbol costs more than PRECISION bits, so no valid stream is longer than this.
+        largest = 2 * len(sizes) + 8 + 4 * (-(-sum(sizes) * rans.PRECISION // rans.WORD) + 1)
+        raw = _unzstd(payload, largest, exact=False)
+        head = 2 * len(sizes)
+        if len(raw) < head:
+            raise InrFormatError("payload is too short for its tensors' ratios")
+        ratios = struct.unpack_from(f"<{len(sizes)}H", raw)
+        tables = [rans.Table.geometric(qmax(b), r) for b, r in zip(bits, ratios)]
+        try:
+            return rans.decode(raw[head:], list(zip(sizes, tables)))
+        except rans.RansError as exc:
+            raise InrFormatError(f"payload does not decode: {exc}") from None
+
+
+#: The coders by name, default first; a new coder is a class above and a line here.
+CODERS: dict[str, Coder] = {c.name: c for c in (RansCoder(), ZstdCoder())}
+CODER_IDS = {name: c.coder_id for name, c in CODERS.items()}
+CODER_NAMES = {c.coder_id: name for name, c in CODERS.items()}
+DEFAULT_CODER = "rans"
+
+
+def get(name: str) -> Coder:
+    try:
+        return CODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown entropy coder {name!r}; choose from "
+                         f"{', '.join(CODERS)}") from None
+
+
+def encode(symbols: list[np.ndarray], bits: list[int], coder: str = DEFAULT_CODER) -> bytes:
+    return get(coder).encode(symbols, bits)
 
 
 def decode(payload: bytes, sizes: list[int], bits: list[int], coder: str = DEFAULT_CODER
            ) -> list[np.ndarray]:
     """Symbols of each tensor; raises InrFormatError unless the payload is exactly right."""
-    if coder == "zstd":
-        raw = _unzstd(payload, sum(n * planes(b) for n, b in zip(sizes, bits)), exact=True)
-        return unlayout(raw, sizes, bits)
-    if coder != "rans":
+    if coder not in CODERS:
         raise InrFormatError(f"unknown entropy coder {coder!r}")
-    # No symbol costs more than PRECISION bits, so no valid stream is longer than this.
-    largest = 2 * len(sizes) + 8 + 4 * (-(-sum(sizes) * rans.PRECISION // rans.WORD) + 1)
-    raw = _unzstd(payload, largest, exact=False)
-    head = 2 * len(sizes)
-    if len(raw) < head:
-        raise InrFormatError("payload is too short for its tensors' ratios")
-    ratios = struct.unpack_from(f"<{len(sizes)}H", raw)
-    tables = [rans.Table.geometric(qmax(b), r) for b, r in zip(bits, ratios)]
-    try:
-        return rans.decode(raw[head:], list(zip(sizes, tables)))
-    except rans.RansError as exc:
-        raise InrFormatError(f"payload does not decode: {exc}") from None
+    return CODERS[coder].decode(payload, sizes, bits)

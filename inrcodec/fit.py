@@ -1,21 +1,32 @@
-"""Pipeline stage 2: fitting a model to an image, and quantisation-aware fine-tuning.
+"""Pipeline stage 2: fitting a model to an image, as a sequence of explicit phases.
 
-A model family yields one or more :class:`~.models.FitTask` stages. Each stage is trained with
-Adam on random batches for its share of ``FitOptions.steps``, under a learning rate that warms up
-linearly and then follows a cosine down to ``lr * lr_floor``, once or in ``cycles`` (warm
-restarts from the best weights so far), the first cycle from ``starts`` initialisations. The
-whole image is evaluated every ``eval_every`` steps and the best weights are kept (each group's
-best, for a stage of independent networks such as the gridded family's cells). Then the stage's
-tensors are quantised and fine-tuned through the quantiser for its share of ``qat_steps`` (again
-keeping the best), or rounded one at a time with the others training on
-(``progressive_steps``), and finally set to exactly the values the decoder will rebuild, so the
-next stage (the residual family's) fits what the *decoded* earlier stage misses.
+A model family yields one or more :class:`~.models.FitTask` stages (the residual family: its
+base network, then its residual networks). Each stage goes through these phases, each a small
+object, in order:
 
-Training counts steps, never seconds: the same image, options and seed give the same weights.
+1. :class:`Training`: Adam on random batches for the stage's share of ``Schedule.steps``, in
+   float, under a learning rate that warms up linearly and then follows a cosine down to
+   ``lr * lr_floor``, once or in ``cycles`` (warm restarts from the best weights so far), the
+   first cycle from ``starts`` initialisations. The whole image is evaluated every
+   ``eval_every`` steps and the best weights are kept (each group's best, for a stage of
+   independent networks such as the gridded family's cells).
+2. Quantisers: each tensor's sensitivity is probed (:func:`measure_sensitivity`) and the
+   caller's quantiser (rate control's step search) picks each tensor's step.
+3. :class:`QuantisedFineTuning` (``qat_steps``): training on through the quantisers, keeping
+   the best.
+4. :class:`ProgressiveRounding` (``progressive_steps``): the tensors rounded one at a time, the
+   ones not yet rounded training on after each.
+5. Rounding: every tensor is set to exactly the values the decoder will rebuild, so the next
+   stage (the residual family's) fits what the *decoded* earlier stage misses.
+
+Every phase trains with one engine, :class:`SegmentTrainer`: a list of :class:`Segment` (each a
+warm-up and cosine, starting from the current, fresh or best weights) run by one
+:class:`AdamStep`, with :class:`BestWeights` kept along the way.
+
+Training counts steps, never seconds: the same image, schedule and seed give the same weights.
 Batches are drawn on the CPU (so both devices see the same batches) and moved to the model's
-device, which may be a GPU.
-The step (forward, backward and Adam update) is compiled with ``torch.compile`` when a stage is
-long enough for the compilation to pay for itself.
+device, which may be a GPU. The step (forward, backward and Adam update) is compiled with
+``torch.compile`` when a phase is long enough for the compilation to pay for itself.
 """
 
 from __future__ import annotations
@@ -24,58 +35,33 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch.func import functional_call, grad_and_value
 
+from .metrics import psnr_of_mse
 from .models.base import FitTask, ImageModel
-from .quantize import TensorQuant, choose, fake_quantize
-from .ratecontrol import Quantiser, fixed_bits
+from .presets import Schedule
+from .quantize import Quantiser, TensorQuant, choose, fake_quantize
 
-#: Stages with at least this many steps are compiled (measured: compiling costs 3-10 s here).
+#: Phases with at least this many steps are compiled (measured: compiling costs 3-10 s here).
 COMPILE_MIN_STEPS = 1500
 #: Steps between progress reports (evaluations report too).
 PROGRESS_EVERY = 25
 #: Adam's moment decay rates and epsilon (PyTorch's defaults).
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+#: Graphs torch.compile may keep per function: one per model shape and quantiser set, and a
+#: batch encode or a benchmark worker fits many (Dynamo's default of eight is then an error,
+#: the step being compiled with ``fullgraph=True``).
+RECOMPILE_LIMIT = 256
+#: Noise draws per tensor when probing sensitivity, and the pixels each probe renders.
+PROBES = 1
+PROBE_PIXELS = 1 << 16
 
-
-@dataclass
-class FitOptions:
-    steps: int = 2000
-    batch: int = 4096  # samples per step, over all groups
-    lr: float = 1e-3
-    lr_floor: float = 0.01  # 1% rather than 5%: +0.06 to +0.15 dB (docs/experiments.md)
-    warmup: float = 0.02
-    eval_every: int = 0  # steps between evaluations; 0: eight evaluations per stage
-    qat_steps: int = 0
-    qat_lr: float = 1e-3
-    #: Rounding one tensor at a time (in the stage's parameter order) after the quantisers are
-    #: chosen, the tensors not yet rounded being trained for an equal share of these steps (at
-    #: ``progressive_lr``) after each, to make up for it; 0: every tensor rounded at once.
-    progressive_steps: int = 0
-    progressive_lr: float = 1e-4
-    #: Picks the quantisers of one stage's tensors from {stored name: tensor} and, with
-    #: ``allocation="sensitivity"``, each tensor's measured sensitivity (see ratecontrol).
-    #: The default quantises every tensor to 8 bits.
-    quantiser: Quantiser | None = None
-    allocation: str = "sensitivity"  # or "uniform": no sensitivity probe
-    window_weights: bool = True  # False: overlapping cells' samples all weigh the same
-    best_per_group: bool = True  # False: keep the best whole set of weights, not each cell's
-    #: Training in this many cosine cycles of equal length (warm restarts): each later cycle
-    #: starts from the best weights so far with fresh Adam moments, its peak learning rate
-    #: ``cycle_decay`` times the previous cycle's.
-    cycles: int = 1
-    cycle_decay: float = 0.5
-    #: The first cycle is trained this many times, from the stage's own initial weights and
-    #: then from fresh draws (``FitTask.initialise``), and the later cycles go on from the best
-    #: weights of all of them (each group's best): a network that starts badly gets other
-    #: chances. It costs ``starts - 1`` more cycles of steps.
-    starts: int = 1
-    compile: bool | None = None
-    seed: int = 0
+#: Receives (steps done in this phase, best PSNR so far or None).
+PhaseProgress = Callable[[int, float | None], None]
 
 
 @dataclass
@@ -109,23 +95,14 @@ class FitReport:
         return sum(s.seconds for s in self.stages)
 
 
-def psnr_of(mse: float) -> float:
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
-
-
-def _schedule(step: int, total: int, options: FitOptions, peak: float) -> float:
-    warm = max(1, int(options.warmup * total))
+def learning_rate(step: int, total: int, schedule: Schedule, peak: float) -> float:
+    """Linear warm-up over ``warmup`` of the ``total`` steps, then a cosine to the floor."""
+    warm = max(1, int(schedule.warmup * total))
     if step < warm:
         return peak * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)
-    floor = peak * options.lr_floor
+    floor = peak * schedule.lr_floor
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-
-#: Graphs torch.compile may keep per function: one per model shape and quantiser set, and a
-#: batch encode or a benchmark worker fits many (Dynamo's default of eight is then an error,
-#: the step being compiled with ``fullgraph=True``).
-RECOMPILE_LIMIT = 256
 
 
 def _prepare_dynamo() -> None:
@@ -136,41 +113,31 @@ def _prepare_dynamo() -> None:
     config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
 
 
-class _Loop:
-    """The training loop of one stage, with or without quantisation in the forward pass.
+class AdamStep:
+    """One training step of a stage's module, as one function: assemble the batch from the
+    stage's random draws, compute the loss and its gradient (``torch.func``), and update the
+    weights with Adam (written out here, so that the whole step traces as one graph). Compiled,
+    it is one call per step with no Python in between, which matters on a CPU where a step of
+    small networks is mostly overhead.
 
-    A step is one function: assemble the batch from the stage's random draws, compute the loss
-    and its gradient (``torch.func``), and update the weights with Adam (written out here, so
-    that the whole step traces as one graph). Compiled, it is one call per step with no Python
-    in between, which matters on a CPU where a step of small networks is mostly overhead.
+    ``quants``: the forward pass sees the weights through these quantisers (straight-through
+    gradient); ``frozen``: parameters that are not updated.
     """
 
-    def __init__(self, task: FitTask, options: FitOptions, steps: int, peak_lr: float,
-                 quants: dict[str, TensorQuant] | None, generator: torch.Generator,
-                 report_progress: Callable[[int, float | None], None],
+    def __init__(self, task: FitTask, schedule: Schedule, compile: bool,
+                 quants: dict[str, TensorQuant] | None = None,
                  frozen: frozenset[str] = frozenset()):
-        self.task, self.options, self.steps = task, options, steps
-        self.peak_lr, self.quants, self.generator = peak_lr, quants, generator
-        self.fine_tuning = quants is not None or bool(frozen)
-        self.report_progress = report_progress
-        per_group = round(options.batch * task.batch_factor / task.groups)
-        self.batch = max(1, min(max(16, per_group), task.samples))
         module = task.module
-        self.named = list(module.named_parameters())
-        if task.evaluate_groups is not None and any(p.shape[0] != task.groups
-                                                    for _, p in self.named):
-            raise ValueError("per-group evaluation needs every parameter's first dimension "
-                             "to be the group")
-        self.device = self.named[0][1].device
-        self.lr = torch.tensor(peak_lr, device=self.device)
-        names = [n for n, _ in self.named]
-        params = [p.detach() for _, p in self.named]  # the module's own storage
+        named = list(module.named_parameters())
+        names = [n for n, _ in named]
+        params = [p.detach() for _, p in named]  # the module's own storage
+        self.device = params[0].device
         first = [torch.zeros_like(p) for p in params]
         second = [torch.zeros_like(p) for p in params]
         count = torch.zeros((), device=self.device)
-        self.optimiser_state = first + second + [count]
+        self.state = first + second + [count]
         data = {k: v.to(self.device) for k, v in task.data.items()}
-        drop_weights = task.weighted and not options.window_weights
+        drop_weights = task.weighted and not schedule.window_weights
         beta1, beta2, eps = ADAM_BETAS + (ADAM_EPS,)
 
         def loss_of(weights: list[torch.Tensor], draws: torch.Tensor) -> torch.Tensor:
@@ -194,12 +161,82 @@ class _Loop:
                 p.sub_(lr * (m / correction1) / ((v / correction2).sqrt() + eps))
             return loss
 
-        use_compile = options.compile if options.compile is not None \
-            else steps >= COMPILE_MIN_STEPS
-        if use_compile:
+        if compile:
             _prepare_dynamo()
             step = torch.compile(step, fullgraph=True)
         self.step = step
+
+    def __call__(self, draws: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        return self.step(draws, lr)
+
+    @property
+    def count(self) -> int:
+        """Adam's step count since the last reset."""
+        return int(self.state[-1].item())
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Adam's moments and step count back to zero."""
+        for t in self.state:
+            t.zero_()
+
+
+class BestWeights:
+    """The best weights seen so far: the whole set with the lowest MSE or, given each group's
+    MSE (a stage of independent networks), each group's best (a NaN group takes the latest)."""
+
+    def __init__(self, named: list[tuple[str, torch.nn.Parameter]], mse: float,
+                 groups: torch.Tensor | None):
+        self.params = [p for _, p in named]
+        self.mse, self.groups = mse, groups
+        self.weights = [p.detach().clone() for p in self.params]
+
+    def offer(self, mse: float, groups: torch.Tensor | None) -> None:
+        if groups is not None:
+            better = ~(groups >= self.groups)
+            for b, p in zip(self.weights, self.params):
+                b[better] = p.detach()[better]
+            self.groups = torch.where(better, groups, self.groups)
+            self.mse = min(self.mse, mse)  # for progress; the set is measured when restored
+        elif mse < self.mse:
+            self.mse = mse
+            self.weights = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, b in zip(self.params, self.weights):
+            p.copy_(b)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of steps under one warm-up and cosine, from the weights as they are, from fresh
+    initial weights, or from the best weights so far (Adam's state reset for the last two)."""
+
+    steps: int
+    peak_lr: float
+    start: Literal["current", "fresh", "best"] = "current"
+
+
+class SegmentTrainer:
+    """Trains a stage's module through a list of segments with one step function, evaluating
+    the image as the stage uses it (through ``quants``, when given) and keeping the best."""
+
+    def __init__(self, task: FitTask, schedule: Schedule, generator: torch.Generator,
+                 step: AdamStep, quants: dict[str, TensorQuant] | None = None,
+                 progress: PhaseProgress | None = None):
+        self.task, self.schedule, self.generator = task, schedule, generator
+        self.step, self.quants = step, quants
+        self.progress = progress or (lambda step, psnr: None)
+        self.named = list(task.module.named_parameters())
+        if task.evaluate_groups is not None and any(p.shape[0] != task.groups
+                                                    for _, p in self.named):
+            raise ValueError("per-group evaluation needs every parameter's first dimension "
+                             "to be the group")
+        per_group = round(schedule.batch * task.batch_factor / task.groups)
+        self.batch = max(1, min(max(16, per_group), task.samples))
+        self.lr = torch.tensor(0.0, device=step.device)
+        self.first_step_seconds = self.eval_seconds = self.loop_seconds = 0.0
 
     def _measure(self, measure: Callable):
         """``measure()`` of the weights as the stage uses them (quantised, when it does)."""
@@ -219,114 +256,144 @@ class _Loop:
 
     def assess(self) -> tuple[float, torch.Tensor | None]:
         """The whole image's MSE and, for a stage of independent groups, each group's."""
-        if self.task.evaluate_groups is None or not self.options.best_per_group:
+        if self.task.evaluate_groups is None or not self.schedule.best_per_group:
             return self.evaluate(), None
         return self._measure(self.task.evaluate_groups)
 
     @torch.no_grad()
-    def _restart(self, best: list[torch.Tensor] | None) -> None:
-        """Start a new cycle: the best weights so far (None: fresh initial weights), Adam's
-        moments and step count at zero."""
-        if best is None:
+    def _begin(self, segment: Segment, best: BestWeights) -> None:
+        if segment.start == "current":
+            return
+        if segment.start == "fresh":
             self.task.initialise(self.generator)
         else:
-            for (_, p), b in zip(self.named, best):
-                p.copy_(b)
-        for t in self.optimiser_state:
-            t.zero_()
+            best.restore()
+        self.step.reset()
 
-    def starts(self) -> int:
-        """How many starts the first cycle gets (one when fine-tuning or without fresh draws)."""
-        if self.fine_tuning or self.task.initialise is None:
-            return 1
-        return max(1, self.options.starts)
-
-    def run(self) -> float:
-        """Train; leave the best weights in place (each group's best, for a stage of
-        independent groups); return their MSE."""
-        self.first_step_seconds = 0.0
-        self.eval_seconds = 0.0
-        best_mse, best_groups = self.assess()
-        best = [p.detach().clone() for _, p in self.named]
-        cycles = 1 if self.fine_tuning else self.options.cycles  # fine-tuning: one cosine
-        cycles = max(1, min(cycles, self.steps))
-        length = math.ceil(self.steps / cycles)
-        starts = self.starts()
-        self.total_steps = total = self.steps + (starts - 1) * length
-        every = self.options.eval_every or max(1, math.ceil(length / 8))
+    def run(self, segments: list[Segment]) -> float:
+        """Train through ``segments``; leave the best weights in place; return their MSE.
+        The image is evaluated every ``eval_every`` steps of a segment (by default an eighth of
+        the first segment) and at the end of each."""
+        best = BestWeights(self.named, *self.assess())
+        every = self.schedule.eval_every or max(1, math.ceil(segments[0].steps / 8))
         loop_start = time.perf_counter()
-        for i in range(total):
-            run, within = divmod(i, length)  # runs: the first cycle's starts, then the cycles
-            if within == 0 and run > 0:
-                self._restart(best if run >= starts else None)
-            cycle = max(0, run - starts + 1)
-            peak = self.peak_lr * self.options.cycle_decay ** cycle
-            self.lr.fill_(_schedule(within, min(length, self.steps - cycle * length),
-                                    self.options, peak))
-            draws = self.task.draw(self.generator, self.batch).to(self.device, non_blocking=True)
-            if i == 0:
-                start = time.perf_counter()
-                self.step(draws, self.lr)  # compiles, when compiling
-                self.first_step_seconds = time.perf_counter() - start
-            else:
-                self.step(draws, self.lr)
-            if (within + 1) % every == 0 or within + 1 == length or i + 1 == total:
-                start = time.perf_counter()
-                mse, groups = self.assess()
-                self.eval_seconds += time.perf_counter() - start
-                if groups is not None:  # keep each group's best (a NaN group: the latest)
-                    better = ~(groups >= best_groups)
-                    for b, (_, p) in zip(best, self.named):
-                        b[better] = p.detach()[better]
-                    best_groups = torch.where(better, groups, best_groups)
-                    best_mse = min(best_mse, mse)  # for progress; measured below
-                elif mse < best_mse:
-                    best_mse = mse
-                    best = [p.detach().clone() for _, p in self.named]
-                self.report_progress(i + 1, psnr_of(best_mse))
-            elif (i + 1) % PROGRESS_EVERY == 0:
-                self.report_progress(i + 1, psnr_of(best_mse))
+        i = 0
+        for segment in segments:
+            if i > 0:
+                self._begin(segment, best)
+            for within in range(segment.steps):
+                self.lr.fill_(learning_rate(within, segment.steps, self.schedule,
+                                            segment.peak_lr))
+                draws = self.task.draw(self.generator, self.batch)
+                draws = draws.to(self.step.device, non_blocking=True)
+                if i == 0:
+                    start = time.perf_counter()
+                    self.step(draws, self.lr)  # compiles, when compiling
+                    self.first_step_seconds = time.perf_counter() - start
+                else:
+                    self.step(draws, self.lr)
+                i += 1
+                if (within + 1) % every == 0 or within + 1 == segment.steps:
+                    start = time.perf_counter()
+                    best.offer(*self.assess())
+                    self.eval_seconds += time.perf_counter() - start
+                    self.progress(i, psnr_of_mse(best.mse))
+                elif i % PROGRESS_EVERY == 0:
+                    self.progress(i, psnr_of_mse(best.mse))
         self.loop_seconds = time.perf_counter() - loop_start - self.first_step_seconds
-        with torch.no_grad():
-            for (_, p), b in zip(self.named, best):
-                p.copy_(b)
-        return best_mse if best_groups is None else self.evaluate()
+        best.restore()
+        return best.mse if best.groups is None else self.evaluate()
+
+
+def _compiles(compile: bool | None, steps: int) -> bool:
+    return compile if compile is not None else steps >= COMPILE_MIN_STEPS
 
 
 @dataclass
-class TrainResult:
-    mse: float
-    steps: int
-    seconds: float  # the loop, evaluations included; not the first step (compilation)
-    first_step_seconds: float
-    eval_seconds: float  # the evaluations inside the loop
+class Stage:
+    """What the phases of one stage share: the task, the schedule, the random generator (one
+    for the whole fit), whether to compile, and progress reporting."""
+
+    task: FitTask
+    schedule: Schedule
+    generator: torch.Generator
+    compile: bool | None
+    progress: Callable[[str], PhaseProgress] = lambda label: None  # label -> phase callback
+
+    def trainer(self, steps: int, progress: PhaseProgress | None,
+                quants: dict[str, TensorQuant] | None = None,
+                frozen: frozenset[str] = frozenset()) -> SegmentTrainer:
+        """The engine for a phase of ``steps`` steps (compiled when that pays)."""
+        step = AdamStep(self.task, self.schedule, _compiles(self.compile, steps), quants, frozen)
+        return SegmentTrainer(self.task, self.schedule, self.generator, step, quants, progress)
+
+
+class Training:
+    """Phase 1: the stage's share of the steps in float, in cosine cycles (warm restarts from
+    the best weights, each at ``cycle_decay`` times the peak of the one before), the first
+    cycle from ``starts`` initialisations (where the stage can draw fresh weights)."""
+
+    def __init__(self, schedule: Schedule, task: FitTask):
+        self.steps = max(1, round(schedule.steps * task.share))
+        cycles = max(1, min(schedule.cycles, self.steps))
+        length = math.ceil(self.steps / cycles)
+        starts = max(1, schedule.starts) if task.initialise is not None else 1
+        self.segments = [Segment(length, schedule.lr, "current" if s == 0 else "fresh")
+                         for s in range(starts)]
+        for cycle in range(1, cycles):
+            steps = min(length, self.steps - cycle * length)
+            if steps > 0:
+                self.segments.append(Segment(steps, schedule.lr * schedule.cycle_decay ** cycle,
+                                             "best"))
 
     @property
-    def psnr(self) -> float:
-        return psnr_of(self.mse)
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.segments)
 
-    @property
-    def step_seconds(self) -> float:
-        """Mean time of a training step, neither the first one nor evaluations counted."""
-        return (self.seconds - self.eval_seconds) / max(1, self.steps - 1)
+    def run(self, stage: Stage) -> float:
+        return stage.trainer(self.steps, stage.progress(stage.task.name)).run(self.segments)
 
 
-def train(task: FitTask, options: FitOptions, steps: int | None = None) -> TrainResult:
-    """Train one stage's module in float (no quantisation), keeping the best weights.
+class QuantisedFineTuning:
+    """Phase 3: one cosine of ``qat_steps`` (the stage's share) through the quantisers."""
 
-    The building block of :func:`fit`, public for experiments that train modules of their own.
-    """
-    steps = options.steps if steps is None else steps
-    loop = _Loop(task, options, steps, options.lr, None,
-                 torch.Generator().manual_seed(options.seed), lambda step, psnr: None)
-    mse = loop.run()
-    return TrainResult(mse, steps, loop.loop_seconds, loop.first_step_seconds,
-                       loop.eval_seconds)
+    def __init__(self, schedule: Schedule, task: FitTask):
+        self.steps = round(schedule.qat_steps * task.share)
+
+    def run(self, stage: Stage, quants: dict[str, TensorQuant]) -> float | None:
+        if not self.steps:
+            return None
+        trainer = stage.trainer(self.steps, stage.progress(f"{stage.task.name} (quantised)"),
+                                quants)
+        return trainer.run([Segment(self.steps, stage.schedule.qat_lr)])
 
 
-#: Noise draws per tensor when probing sensitivity, and the pixels each probe renders.
-PROBES = 1
-PROBE_PIXELS = 1 << 16
+class ProgressiveRounding:
+    """Phase 4: round the stage's tensors one at a time (in parameter order), training those
+    not yet rounded for an equal share of ``progressive_steps`` after each."""
+
+    def __init__(self, schedule: Schedule, task: FitTask):
+        total = round(schedule.progressive_steps * task.share)
+        rounds = len(list(task.module.parameters())) - 1
+        # One tensor, or too few steps for a round each: every tensor rounded at once.
+        self.steps = total if 1 <= rounds <= total else 0
+        self.rounds = rounds
+
+    def run(self, stage: Stage, quants: dict[str, TensorQuant]) -> None:
+        if not self.steps:
+            return
+        named = list(stage.task.module.named_parameters())
+        progress = stage.progress(f"{stage.task.name} (rounding)")
+        frozen: set[str] = set()
+        for i, (name, p) in enumerate(named[:-1]):
+            with torch.no_grad():
+                p.copy_(fake_quantize(p, quants[name]))
+            frozen.add(name)
+            before = i * self.steps // self.rounds
+            steps = (i + 1) * self.steps // self.rounds - before
+            trainer = stage.trainer(steps, lambda s, v, before=before: progress(before + s, v),
+                                    frozen=frozenset(frozen))
+            trainer.run([Segment(steps, stage.schedule.progressive_lr)])
 
 
 @torch.no_grad()
@@ -349,83 +416,111 @@ def measure_sensitivity(task: FitTask, seed: int) -> dict[str, float]:
     return out
 
 
-def _round_progressively(task: FitTask, options: FitOptions, quants: dict[str, TensorQuant],
-                         generator: torch.Generator,
-                         report_progress: Callable[..., None]) -> int:
-    """Round the stage's tensors one at a time, training those not yet rounded after each
-    (``FitOptions.progressive_steps``); return the steps taken."""
-    named = list(task.module.named_parameters())
-    total = round(options.progressive_steps * task.share)
-    phases = len(named) - 1
-    if phases < 1 or total < phases:  # one tensor, or too few steps for a phase each
-        return 0
-    frozen: set[str] = set()
-    for i, (name, p) in enumerate(named[:-1]):
-        with torch.no_grad():
-            p.copy_(fake_quantize(p, quants[name]))
-        frozen.add(name)
-        before = i * total // phases
-        _Loop(task, options, (i + 1) * total // phases - before, options.progressive_lr, None,
-              generator,
-              lambda s, v, before=before: report_progress(before + s, v,
-                                                          f"{task.name} (rounding)"),
-              frozen=frozenset(frozen)).run()
-    return total
+def eight_bits(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None = None
+               ) -> dict[str, TensorQuant]:
+    """The quantiser of a fit without a rate target: every tensor at 8 bits over its range."""
+    return {n: choose(t, 8) for n, t in tensors.items()}
 
 
-def fit(model: ImageModel, target: torch.Tensor, options: FitOptions,
+def _stored_names(model: ImageModel, module: torch.nn.Module) -> dict[str, str]:
+    """A stage module's parameter names -> the names the model stores them under."""
+    prefix = next(name for name, m in model.named_modules() if m is module)
+    return {n: f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters()}
+
+
+class _Reporter:
+    """Turns each phase's own step count into the fit's: one bar over all stages and phases."""
+
+    def __init__(self, callback: Callable[[Progress], None] | None, total: int):
+        self.callback, self.total, self.done = callback, total, 0
+
+    def phase(self, label: str) -> PhaseProgress:
+        offset = self.done
+
+        def report(step: int, psnr: float | None) -> None:
+            if self.callback is not None:
+                self.callback(Progress(label, offset + step, self.total, psnr))
+        return report
+
+
+def fit(model: ImageModel, target: torch.Tensor, schedule: Schedule, *, seed: int = 0,
+        compile: bool | None = None, quantiser: Quantiser | None = None,
         progress: Callable[[Progress], None] | None = None) -> FitReport:
-    """Fit ``model`` to ``target`` (H, W, C, model space) and quantise every stored tensor.
+    """Fit ``model`` to ``target`` (H, W, C, model space) and quantise every stored tensor with
+    ``quantiser`` (default: 8 bits each).
 
     On return the model's weights are the dequantised values and ``report.quants`` maps each
     stored tensor's name to its quantiser.
     """
-    generator = torch.Generator().manual_seed(options.seed)
+    generator = torch.Generator().manual_seed(seed)
     report = FitReport()
     # Extra starts of the first cycle add steps (on stages that can draw fresh weights).
-    first_cycle = math.ceil(options.steps / max(1, min(options.cycles, options.steps)))
-    total = (options.steps + (max(1, options.starts) - 1) * first_cycle + options.qat_steps
-             + options.progressive_steps)
-    done = 0
-    names = {id(p): n for n, p in model.tensors()}
+    first_cycle = math.ceil(schedule.steps / max(1, min(schedule.cycles, schedule.steps)))
+    reporter = _Reporter(progress, schedule.steps + (schedule.starts - 1) * first_cycle
+                         + schedule.qat_steps + schedule.progressive_steps)
     for task in model.fit_tasks(target):
         start = time.perf_counter()
-        steps = max(1, round(options.steps * task.share))
-        qat_steps = round(options.qat_steps * task.share)
-        offset = done
+        stage = Stage(task, schedule, generator, compile, reporter.phase)
+        training = Training(schedule, task)
+        mse = training.run(stage)
+        reporter.done += training.total_steps
 
-        def report_progress(step: int, psnr: float | None, stage: str = task.name) -> None:
-            if progress is not None:
-                progress(Progress(stage, offset + step, total, psnr))
-
-        loop = _Loop(task, options, steps, options.lr, None, generator, report_progress)
-        mse = loop.run()
-        done += loop.total_steps
-        local_names = {n: names[id(p)] for n, p in task.module.named_parameters()}
-        stored = {local_names[n]: p.detach() for n, p in task.module.named_parameters()}
+        names = _stored_names(model, task.module)
+        stored = {names[n]: p.detach() for n, p in task.module.named_parameters()}
         sensitivity = None
-        if options.allocation == "sensitivity" and options.quantiser is not None:
-            probed = measure_sensitivity(task, options.seed)
-            sensitivity = {local_names[n]: v for n, v in probed.items()}
-        chosen = (options.quantiser or fixed_bits(8))(stored, sensitivity)
-        quants = {n: chosen[local_names[n]] for n in local_names}
-        offset = done
-        qat_mse = _Loop(task, options, qat_steps, options.qat_lr, quants, generator,
-                        lambda s, v: report_progress(s, v, f"{task.name} (quantised)")).run() \
-            if qat_steps else None
-        done += qat_steps
-        offset = done
-        done += _round_progressively(task, options, quants, generator, report_progress)
+        if schedule.allocation == "sensitivity" and quantiser is not None:
+            probed = measure_sensitivity(task, seed)
+            sensitivity = {names[n]: v for n, v in probed.items()}
+        chosen = (quantiser or eight_bits)(stored, sensitivity)
+        quants = {n: chosen[names[n]] for n in names}
+
+        fine_tuning = QuantisedFineTuning(schedule, task)
+        qat_mse = fine_tuning.run(stage, quants)
+        reporter.done += fine_tuning.steps
+        rounding = ProgressiveRounding(schedule, task)
+        rounding.run(stage, quants)
+        reporter.done += rounding.steps
+
         with torch.no_grad():
             for n, p in task.module.named_parameters():
                 p.copy_(fake_quantize(p, quants[n]))
-                report.quants[local_names[n]] = quants[n]
-        if task.finish is not None:
-            task.finish()
+                report.quants[names[n]] = quants[n]
         final_mse = qat_mse if qat_mse is not None else task.evaluate()
-        report.stages.append(StageReport(task.name, steps, qat_steps, psnr_of(mse),
-                                         psnr_of(final_mse), time.perf_counter() - start))
+        report.stages.append(StageReport(task.name, training.steps, fine_tuning.steps,
+                                         psnr_of_mse(mse), psnr_of_mse(final_mse),
+                                         time.perf_counter() - start))
     missing = [n for n, _ in model.tensors() if n not in report.quants]
     if missing:
         raise RuntimeError(f"tensors never fitted: {missing}")
     return report
+
+
+@dataclass
+class TrainResult:
+    mse: float
+    steps: int
+    seconds: float  # the loop, evaluations included; not the first step (compilation)
+    first_step_seconds: float
+    eval_seconds: float  # the evaluations inside the loop
+
+    @property
+    def psnr(self) -> float:
+        return psnr_of_mse(self.mse)
+
+    @property
+    def step_seconds(self) -> float:
+        """Mean time of a training step, neither the first one nor evaluations counted."""
+        return (self.seconds - self.eval_seconds) / max(1, self.steps - 1)
+
+
+def train(task: FitTask, schedule: Schedule, steps: int | None = None, *, seed: int = 0,
+          compile: bool | None = None) -> TrainResult:
+    """Train one stage's module in float (no quantisation) for one cosine, keeping the best
+    weights: the building block of :func:`fit`, public for experiments with modules of their
+    own."""
+    steps = schedule.steps if steps is None else steps
+    stage = Stage(task, schedule, torch.Generator().manual_seed(seed), compile)
+    trainer = stage.trainer(steps, None)
+    mse = trainer.run([Segment(steps, schedule.lr)])
+    return TrainResult(mse, steps, trainer.loop_seconds, trainer.first_step_seconds,
+                       trainer.eval_seconds)

@@ -15,8 +15,10 @@ Pillow's usual ``UnidentifiedImageError`` for a corrupt one; the network is rebu
 by ``load()``. Size requests follow JPEG's ``draft()`` convention, but any scale is exact, not
 only 1/2, 1/4 and 1/8: ``draft(mode, (w, h))`` renders the smallest size of the image's aspect
 ratio that covers (w, h), never larger than the stored size. ``render_at((w, h))`` renders at
-exactly (w, h), larger than stored too: the network is continuous. Saving takes the keyword
-arguments of :func:`inrcodec.encode` (``bpp``, ``quality``, ``model``, ``effort``, ...).
+exactly (w, h), larger than stored too: the network is continuous. Saving takes the settings
+of :func:`inrcodec.encode` (``bpp``, ``quality``, ``model``, ``effort``, ..., any key of
+:class:`~inrcodec.options.EncodeOptions`), or ``options=EncodeOptions(...)``; an unknown key is
+an error naming the valid ones. Registering the plugin imports nothing but Pillow.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ import math
 
 from PIL import Image, ImageFile
 
-from . import container
 from .errors import InrError
 
 FORMAT = "INR"
+#: The first bytes of every file this build reads: the magic and format version 1 (the
+#: container checks it again).
+PREFIX = b"INR\x01"
 
 
 def _accept(prefix: bytes) -> bool:
-    return prefix[:4] == container.MAGIC + bytes([container.VERSION])
+    return prefix[:4] == PREFIX
 
 
 class InrImageFile(ImageFile.ImageFile):
@@ -40,9 +44,10 @@ class InrImageFile(ImageFile.ImageFile):
     format_description = "Implicit neural representation (inrcodec)"
 
     def _open(self) -> None:
+        from .bitstream import read
         data = self.fp.read()
         try:
-            header = container.parse(data)
+            header = read(data)
         except InrError as exc:
             raise SyntaxError(str(exc)) from None
         self.stored_size = (header.width, header.height)
@@ -72,7 +77,7 @@ class InrDecoder(ImageFile.PyDecoder):
     _pulls_fd = True
 
     def decode(self, buffer):
-        from .codec import decode
+        from .decoder import decode
         assert self.fd is not None and self.state is not None
         self.fd.seek(0)
         try:
@@ -84,12 +89,11 @@ class InrDecoder(ImageFile.PyDecoder):
 
 
 def _save(im: Image.Image, fp, filename) -> None:
-    from .codec import encode
-    options = {k: v for k, v in im.encoderinfo.items()
-               if k in ("bpp", "quality", "model", "effort", "steps", "seed", "encoding",
-                        "color", "hparams", "bits", "bits_per_weight", "coder")}
+    from .encoder import encode
+    settings = dict(im.encoderinfo)
+    options = settings.pop("options", None)
     try:
-        fp.write(encode(im, **options))
+        fp.write(encode(im, options, **settings))
     except InrError as exc:
         raise OSError(str(exc)) from None
 

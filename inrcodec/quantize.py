@@ -12,16 +12,12 @@ sees quantised weights, the gradient reaches the float weights unchanged (straig
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-MIN_BITS, MAX_BITS = 2, 16
-
-
-def qmax(bits: int) -> int:
-    """The largest symbol magnitude of a ``bits``-bit tensor."""
-    return (1 << (bits - 1)) - 1
+from .entropy import MAX_BITS, MIN_BITS, qmax
 
 
 @dataclass(frozen=True)
@@ -34,6 +30,12 @@ class TensorQuant:
     @property
     def qmax(self) -> int:
         return qmax(self.bits)
+
+
+#: Picks the quantisers of a set of tensors from {stored name: tensor} and, optionally, each
+#: tensor's sensitivity (rate control's step search; see :mod:`.ratecontrol`).
+Quantiser = Callable[[dict[str, torch.Tensor], dict[str, float] | None],
+                     dict[str, "TensorQuant"]]
 
 
 def choose(weights: torch.Tensor, bits: int) -> TensorQuant:

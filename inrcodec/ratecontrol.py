@@ -1,9 +1,11 @@
-"""Rate control: how many weights a budget buys, and which quantisers make the file fit it.
+"""Rate control: from a rate target to a model shape and the quantisers that meet it.
 
-A rate target (bits per pixel) is a byte budget for the whole file. Three steps meet it:
+A rate target (bits per pixel, or ``quality`` through :func:`quality_to_bpp`) is a byte budget
+for the whole file. Three steps meet it:
 
-1. **Sizing** (in :mod:`.codec`): the network gets about ``budget * 8 / BITS_PER_WEIGHT``
-   weights.
+1. **Sizing** (:func:`size_model`): the network gets about ``budget * 8 / bits_per_weight``
+   weights after the header; the family's ``hparams_for_params`` turns that count into a
+   shape (its own rules: grid, depth, widths).
 2. **Step search** (:func:`budget_quantiser`): after fitting, every tensor t gets a step size
    ``s * c_t`` and one multiplier s is bisected so the entropy-coded payload is the largest that
    fits. The shape c_t comes from rate-distortion theory: with squared-error sensitivity S_t
@@ -11,34 +13,121 @@ A rate target (bits per pixel) is a byte budget for the whole file. Three steps 
    quantisation adds ``S_t * step^2 / 12`` to the MSE and costs about ``-n_t log2 step`` bits,
    and the Lagrangian optimum is ``step_t ~ sqrt(n_t / S_t)``. Without sensitivities every
    tensor gets the same number of bits over its range (``uniform``).
-3. **Final check** (:func:`fit_to_budget`): quantisation-aware fine-tuning (optional) moves
-   weights, so the file is coarsened in small steps until it is at most RATE_TOLERANCE over
-   budget.
+3. **Final check** (:func:`fit_to_budget`): quantisation-aware fine-tuning and rounding one
+   tensor at a time move weights, so the file is coarsened in small steps until it is at most
+   RATE_TOLERANCE over budget.
+
+:class:`RatePlan` ties them together for an encode.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from . import entropy
-from .quantize import MAX_BITS, MIN_BITS, TensorQuant, choose, to_symbols
+from . import bitstream, entropy
+from .color import ColorTransform
+from .encodings import Encoding
+from .errors import InrInputError
+from .models.base import ImageModel
+from .options import EncodeOptions
+from .quantize import MAX_BITS, MIN_BITS, Quantiser, TensorQuant, choose, to_symbols
 
-#: Expected entropy-coded bits per weight when sizing a network for a budget (measured on Kodak
-#: with 8-bit-range quantisers and zstd; the step search corrects the rest after fitting, and
-#: the rans coder's 3-6% smaller payloads become finer steps).
-BITS_PER_WEIGHT = 6.5
 #: The file never exceeds its budget by more than this factor.
 RATE_TOLERANCE = 1.05
 #: How far (as a factor either way) sensitivity may move a tensor's step from the median.
 MAX_SPREAD = 16.0
 
-Quantiser = Callable[[dict[str, torch.Tensor], dict[str, float] | None],
-                     dict[str, TensorQuant]]
+@dataclass
+class RatePlan:
+    """An encode's rate control: the sized model, the byte budget and, for the trainer, the
+    quantiser of each stage's tensors; :meth:`finish` writes the file within the budget."""
+
+    model: ImageModel
+    budget: float
+    coder: str
+    bits: int | None
+    quantiser: Quantiser
+
+    @classmethod
+    def make(cls, family: type[ImageModel], options: EncodeOptions, height: int, width: int,
+             transform: ColorTransform, enc: Encoding) -> RatePlan:
+        bpp = target_bpp(options)
+        budget = bpp * height * width / 8
+        hparams, bits_per_weight = options.sizing()
+        schedule = options.schedule()
+        samples = schedule.steps * schedule.batch / schedule.cycles
+        model = size_model(family, height, width, transform, enc, hparams, budget,
+                           options.seed, bits_per_weight, samples)
+        if options.bits is not None:
+            return cls(model, budget, options.coder, options.bits, fixed_bits(options.bits))
+        header = bitstream.header_size(model)
+        payload_budget = budget - header
+        if payload_budget <= 16:
+            raise InrInputError(f"{bpp} bpp is {budget:.0f} bytes for this image, too few for "
+                                f"the {header}-byte header of a {family.name} model")
+        return cls(model, budget, options.coder, None,
+                   shared_budget_quantiser(payload_budget, model.n_params(), options.coder))
+
+    def finish(self, quants: dict[str, TensorQuant]) -> bytes:
+        """The file of the fitted model: with a bit depth, as it comes; with a rate target,
+        coarsened until it fits, the model's weights then set to what the file stores."""
+        write = lambda q: bitstream.write(self.model, q, self.coder)  # noqa: E731
+        if self.bits is not None:
+            return write(quants)
+        tensors = {n: p.detach() for n, p in self.model.tensors()}
+        try:
+            data, quants = fit_to_budget(tensors, quants, write, self.budget)
+        except ValueError as exc:
+            raise InrInputError(str(exc)) from None
+        bitstream.round_to_stored(self.model, quants)
+        return data
+
+
+def quality_to_bpp(quality: float) -> float:
+    """The bits per pixel that ``--quality Q`` asks for: 0.05 bpp at Q = 1, 2 bpp at Q = 100,
+    evenly spaced in log-rate between (Q = 50 is about 0.31 bpp, Q = 75 about 0.78)."""
+    if not 1 <= quality <= 100:
+        raise InrInputError(f"quality must be in 1..100, not {quality}")
+    return 0.05 * 40 ** ((quality - 1) / 99)
+
+
+def target_bpp(options: EncodeOptions) -> float:
+    """The rate an encode aims for: ``bpp``, else ``quality`` (50 if neither is given)."""
+    if options.bpp is not None:
+        return options.bpp
+    return quality_to_bpp(50 if options.quality is None else options.quality)
+
+
+def size_model(family: type[ImageModel], height: int, width: int, transform: ColorTransform,
+               enc: Encoding, hparams: dict, budget: float, seed: int,
+               bits_per_weight: float, samples: float) -> ImageModel:
+    """The network to fit: ``hparams`` as given, the rest sized so the weights fill ``budget``
+    bytes at about ``bits_per_weight`` bits each after the header (whose size depends only on the
+    number of tensors, so one correction settles it), for a fit that draws ``samples``
+    in each cosine cycle."""
+    header = 64
+    for _ in range(2):
+        chosen = dict(hparams)
+        if set(family.schema.names()) - set(chosen):
+            n_weights = int(max(0.0, budget - header) * 8 / bits_per_weight)
+            chosen = family.hparams_for_params(n_weights, height, width, transform.channels,
+                                               enc.out_dim, samples=samples, **hparams)
+        try:
+            net = family(height, width, transform, chosen, enc,
+                         generator=torch.Generator().manual_seed(seed))
+        except ValueError as exc:
+            raise InrInputError(f"bad {family.name} hyper-parameters: {exc}") from None
+        actual = bitstream.header_size(net)
+        if actual <= header:
+            break
+        header = actual
+    return net
 
 
 def with_step(tensor: torch.Tensor, step: float) -> TensorQuant:
@@ -101,6 +190,18 @@ def budget_quantiser(budget_bytes: float, coder: str = entropy.DEFAULT_CODER) ->
 def fixed_bits(bits: int) -> Quantiser:
     """Every tensor quantised to ``bits`` bits over its full range."""
     return lambda tensors, sensitivity=None: {n: choose(t, bits) for n, t in tensors.items()}
+
+
+def shared_budget_quantiser(payload_budget: float, total: int, coder: str) -> Quantiser:
+    """A budget quantiser for one stage of a model of ``total`` weights: the stage's tensors
+    get the payload budget in proportion to their share of the weights."""
+
+    def quantiser(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None
+                  ) -> dict[str, TensorQuant]:
+        share = sum(t.numel() for t in tensors.values()) / total
+        return budget_quantiser(payload_budget * share, coder)(tensors, sensitivity)
+
+    return quantiser
 
 
 def fit_to_budget(tensors: dict[str, torch.Tensor], quants: dict[str, TensorQuant],

@@ -1,18 +1,22 @@
 """The interface every model family implements, and the pieces they share.
 
-A model family is a :class:`ImageModel` subclass that says
+A model family is a :class:`ImageModel` subclass, in a module of its own in this package, that
+says
 
 - what it stores: ``schema`` (fixed-size hyper-parameters in the header), optional variable-size
   side information (``pack_extra`` / ``read_extra``), and the weight tensors in file order
-  (``tensors``);
-- how it is fitted: ``fit_tasks`` yields one or more :class:`FitTask` stages (the residual family
-  fits its base network first, then its residual networks), each a sampler of training batches
-  with a loss in RGB;
-- how it renders: ``render(out_h, out_w)`` samples the continuous image on any grid, in tiles;
-- how it is sized: ``hparams_for_params`` picks hyper-parameters for a parameter budget, which
-  rate control uses.
+  (``tensors``, whose shapes ``shapes`` computes from the header alone): together the
+  container's :class:`~inrcodec.container.Layout`;
+- how it renders: ``render_band(ys, xs)`` samples the continuous image at any positions, and
+  ``render_bands`` tiles any output size into bands of bounded memory;
+- what it is fitted on: ``fit_tasks`` yields one or more :class:`FitTask` stages (the residual
+  family fits its base network first, then its residual networks), each a sampler of training
+  batches with a loss in RGB; the trainer (:mod:`inrcodec.fit`) runs them;
+- its shape for a weight budget: ``hparams_for_params``, which rate control uses.
 
-Values live in the colour transform's centred model space, channels last.
+How long and how a family is trained at each effort is not its business: that is
+:mod:`inrcodec.presets`. Values live in the colour transform's centred model space, channels
+last.
 """
 
 from __future__ import annotations
@@ -82,14 +86,8 @@ class FitTask:
     #: Draws fresh initial weights for ``module`` in place from a generator, for a fit that
     #: tries several starts (``FitOptions.starts``); None: the stage has only its own start.
     initialise: Callable[[torch.Generator], None] | None = None
-
-    def sample(self, generator: torch.Generator, batch: int
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch of (inputs, targets), on the CPU."""
-        return self.assemble(self.data, self.draw(generator, batch))
     name: str = "fit"
     share: float = 1.0  # fraction of the training steps this stage gets
-    finish: Callable[[], None] | None = None  # called after the stage (e.g. to freeze results)
 
 
 class ImageModel(torch.nn.Module):
@@ -100,23 +98,6 @@ class ImageModel(torch.nn.Module):
     schema: ClassVar[Schema]
     default_color: ClassVar[str] = "rgb"
     default_encoding: ClassVar[tuple[str, dict]] = ("none", {})
-    #: Training steps per effort, set per family so that an effort costs about the same time in
-    #: every family; the default takes well under a minute for a Kodak image on two CPU cores
-    #: (docs/results/kodak.md).
-    steps: ClassVar[dict[str, int]]
-    #: Cosine cycles (warm restarts, :class:`~.fit.FitOptions`) per effort; one where absent.
-    cycles: ClassVar[dict[str, int]] = {}
-    #: Starts of the first cycle (:class:`~.fit.FitOptions`) per effort; one where absent.
-    starts: ClassVar[dict[str, int]] = {}
-    #: Steps of rounding one tensor at a time (:class:`~.fit.FitOptions`) per effort; none where
-    #: absent (every tensor rounded at once).
-    progressive_steps: ClassVar[dict[str, int]] = {}
-    #: Sizing per effort, where it differs from the default's: ``bits_per_weight``, the rate the
-    #: network is sized for (else ``ratecontrol.BITS_PER_WEIGHT``), and ``hparams`` fixed before
-    #: sizing (the caller's own hyper-parameters win). A longer fit gets more out of a larger
-    #: network than a short one.
-    sizing: ClassVar[dict[str, dict]] = {}
-    learning_rate: ClassVar[float] = 1e-3
 
     def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
                  encoding: Encoding, extra: dict | None = None):

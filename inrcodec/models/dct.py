@@ -28,6 +28,7 @@ import torch
 from ..color import ColorTransform
 from ..encodings import Encoding
 from ..fields import Field, Schema
+from . import register
 from .base import FitTask, ImageModel, SirenStack
 from .siren import DEPTH, W0, W0_FIRST, WIDTH, largest_width
 
@@ -58,9 +59,9 @@ def dct_matrix(n: int) -> torch.Tensor:
     return d.float()
 
 
+@register
 class DctHead(ImageModel):
     name = "dct"
-    steps = {"fast": 1000, "default": 6000, "best": 80000}
     family_id = 3
     schema = Schema(BLOCK, COEFFS, CHROMA, WIDTH, DEPTH, W0_FIRST, W0)
     default_color = "ycbcr"

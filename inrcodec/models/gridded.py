@@ -23,6 +23,7 @@ import torch
 from ..color import ColorTransform
 from ..encodings import Encoding
 from ..fields import Field, Schema
+from . import register
 from .base import FitTask, ImageModel, SirenStack
 from .siren import DEPTH, W0, W0_FIRST, WIDTH, TiledSiren, largest_width
 from .tiling import Tiling
@@ -32,22 +33,17 @@ COLS = Field("cols", "B", 1, 64, "grid columns")
 OVERLAP = Field("overlap", "e", 0, 0.5, "band shared with each neighbour, as a fraction of the "
                 "cell size")
 
-#: Hidden width that sizing aims for: the grid has as many cells as networks of this width
-#: that the budget buys. Measured on kodim01 and kodim07 from 0.12 to 1 bpp (docs/experiments.md),
-#: cells whose networks come out near 20 wide beat both finer grids of narrower networks and
-#: coarser grids of wider ones, at every rate.
+# Sizing rules, each measured in docs/experiments.md ("Training steps instead of fine-tuning,
+# and the grid sized by rate"; "A deeper network at low rates"; "Warm restarts"):
+#: Hidden width that sizing aims for: the grid gets as many cells as networks of this width
+#: the budget buys (cells near 20 wide beat finer and coarser grids at 0.12 to 1 bpp).
 TARGET_WIDTH = 20
-#: Below this many weights per pixel (about 0.65 bpp at 6.5 bits a weight) the cells' networks
-#: have 4 sine layers, above it 3. Measured on kodim01 and kodim07 at the default effort
-#: (docs/experiments.md): depth 4 gains 0.26 / 0.28 / 0.41 dB at 0.12 / 0.25 / 0.5 bpp and
-#: loses 0.12 dB at 1 bpp, for 10-40% more encode time.
+#: Networks get 4 sine layers rather than 3 below this many weights per pixel (about 0.65 bpp;
+#: +0.26 to +0.41 dB at 0.12 to 0.5 bpp, -0.12 dB at 1 bpp) ...
 DEEP_BELOW = 0.1
-#: ... and only when training visits each pixel this many times on average in one cosine cycle
-#: (a Kodak image at the default and best efforts: 177), the range where it was measured to
-#: pay. With fewer visits the deeper networks have not converged (a 4096x4096 image at the
-#: default effort, 5 visits: -5 dB) and with many more their long training went astray at
-#: 0.5 bpp (Kodak, one cosine of 100,000 steps, 1,041 visits: -3 dB), while depth 3 was sound
-#: in both (docs/experiments.md).
+#: ... and only when one cosine cycle visits each pixel this many times on average (177 for a
+#: Kodak image at the default and best efforts): with far fewer visits depth 4 has not
+#: converged, with far more its long training went astray, where depth 3 was sound in both.
 DEEP_VISITS = (100, 400)
 
 
@@ -56,25 +52,9 @@ def grid_for(height: int, width: int, cell_side: float) -> tuple[int, int]:
     return (min(64, max(1, round(height / cell_side))), min(64, max(1, round(width / cell_side))))
 
 
+@register
 class Gridded(ImageModel):
     name = "gridded"
-    steps = {"fast": 2000, "default": 17000, "best": 68000}
-    #: The best effort is the default's training four times over, each cycle from the best
-    #: weights of the one before at half its peak learning rate (warm restarts): depth 4 then
-    #: stays sound, where one long cosine of 100,000 steps went astray (docs/experiments.md).
-    cycles = {"best": 4}
-    #: ... the first of them from two starts, each cell going on from the better one: a cell
-    #: that starts badly is not stuck with it (kodim09 at 0.5 bpp: +1.43 dB, kodim01 / kodim07
-    #: +0.01 / +0.06; docs/experiments.md), for a quarter more steps.
-    starts = {"best": 2}
-    #: ... and the trained weights rounded one tensor at a time, the tensors not yet rounded
-    #: training on after each for 9,000 steps in all at lr 1e-4: kodim01 / kodim07 at 0.5 bpp
-    #: +0.09 / +0.29 dB (docs/experiments.md), for a tenth more steps.
-    progressive_steps = {"best": 9000}
-    #: ... sized for 5.5 bits a weight rather than 6.5 (18% more weights), with half the overlap
-    #: between cells (1/32 of a cell): on kodim01 / kodim07 at 0.5 bpp, +0.07 / +0.06 dB and
-    #: then +0.09 / +0.14 dB (docs/experiments.md; not measured at the default effort).
-    sizing = {"best": {"bits_per_weight": 5.5, "hparams": {"overlap": 1 / 32}}}
     family_id = 1
     schema = Schema(ROWS, COLS, OVERLAP, WIDTH, DEPTH, W0_FIRST, W0)
     #: Five octaves on the cell's local frame and a first-layer factor of 20 (SIREN's usual 30
@@ -107,9 +87,7 @@ class Gridded(ImageModel):
                                   "gridded", error_map=partial(self.error_map, target))
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(len(ys), len(xs), self.channels)
-        self.field.render_into(out, ys, xs)
-        return out
+        return self.field.band(ys, xs)
 
     @classmethod
     def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,

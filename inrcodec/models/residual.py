@@ -27,6 +27,7 @@ from ..color import ColorTransform
 from ..encodings import Encoding
 from ..errors import InrFormatError
 from ..fields import Field, Reader, Schema
+from . import register
 from .base import FitTask, ImageModel, SirenStack
 from .gridded import COLS, OVERLAP, ROWS, grid_for
 from .siren import W0, W0_FIRST, TiledSiren, largest_width
@@ -38,9 +39,9 @@ CELL_SHARE = 0.25
 BASE_STEPS = 0.5
 
 
+@register
 class Residual(ImageModel):
     name = "residual"
-    steps = {"fast": 800, "default": 4000, "best": 50000}
     family_id = 2
     schema = Schema(
         Field("base_width", "H", 1, 2048, "hidden units per layer of the base network"),
@@ -62,15 +63,21 @@ class Residual(ImageModel):
         hp = self.hparams
         self.base = TiledSiren(Tiling(height, width), encoding, hp["base_width"], hp["base_depth"],
                                self.channels, hp["w0_first"], hp["w0"], generator)
-        cells = self.extra.get("cells", list(range(hp["cells"])))
-        self.extra = {"cells": list(cells)}
+        cells = list(self.extra.get("cells", range(hp["cells"])))
         self.residual = TiledSiren(self._tiling(cells), encoding, hp["res_width"],
                                    hp["res_depth"], self.channels, hp["w0_first"], hp["w0"],
                                    generator)
+        self.use_cells(cells)
 
     def _tiling(self, cells: list[int]) -> Tiling:
         hp = self.hparams
         return Tiling(self.height, self.width, hp["rows"], hp["cols"], hp["overlap"], cells)
+
+    def use_cells(self, cells: list[int]) -> None:
+        """Place the residual networks on ``cells`` (grid indices, ascending): what the file
+        stores as its cell bitmap. Fitting chooses them once the base network is fitted."""
+        self.extra = {"cells": list(cells)}
+        self.residual.tiling = self._tiling(cells)
 
     # -- what is stored -------------------------------------------------------------------
     @classmethod
@@ -114,15 +121,13 @@ class Residual(ImageModel):
     # -- fitting and rendering ------------------------------------------------------------
     def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
         yield self.base.fit_task(target, self.color,
-                                 partial(self.mse_against, target, render_band=self.base_band), "base",
-                                 share=BASE_STEPS)
+                                 partial(self.mse_against, target, render_band=self.base_band),
+                                 "base", share=BASE_STEPS)
         if self.hparams["cells"] == 0:
             return
         residual = target - self.render(render_band=self.base_band)
         error = self.color.rgb_error(residual).square().sum(-1)
-        cells = self.choose_cells(error)
-        self.extra = {"cells": cells}
-        self.residual.tiling = self._tiling(cells)
+        self.use_cells(self.choose_cells(error))
         yield self.residual.fit_task(residual, self.color, partial(self.mse_against, target),
                                      "residual", share=1 - BASE_STEPS,
                                      error_map=partial(self.error_map, target))
@@ -142,13 +147,10 @@ class Residual(ImageModel):
 
     def base_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """The base network alone at sample positions ys x xs."""
-        out = torch.zeros(len(ys), len(xs), self.channels)
-        self.base.render_into(out, ys, xs)
-        return out
+        return self.base.band(ys, xs)
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(len(ys), len(xs), self.channels)
-        self.base.render_into(out, ys, xs)
+        out = self.base.band(ys, xs)
         if self.hparams["cells"]:
             self.residual.render_into(out, ys, xs)
         return out

@@ -15,6 +15,7 @@ import torch
 from ..color import ColorTransform
 from ..encodings import Encoding
 from ..fields import Field, Schema
+from . import register
 from .base import RENDER_CHUNK, FitTask, ImageModel, SirenStack, rgb_mse_loss
 from .tiling import Tiling
 
@@ -98,12 +99,18 @@ class TiledSiren(torch.nn.Module):
                 w = weight[r0:r0 + rows_per_chunk, :, None]
                 out[sy.start + r0:sy.start + r0 + len(ry), sx] += w * values
 
+    def band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """The blended networks' values (len ys, len xs, out_dim) on the grid ys x xs."""
+        out = torch.zeros(len(ys), len(xs), self.out_dim)
+        self.render_into(out, ys, xs)
+        return out
 
+
+@register
 class Siren(ImageModel):
     """Plain SIREN: one network maps (x, y) in [-1, 1]^2 to colour."""
 
     name = "siren"
-    steps = {"fast": 300, "default": 1500, "best": 20000}
     family_id = 0
     schema = Schema(WIDTH, DEPTH, W0_FIRST, W0)
 
@@ -123,9 +130,7 @@ class Siren(ImageModel):
         yield self.field.fit_task(target, self.color, partial(self.mse_against, target), "siren")
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(len(ys), len(xs), self.channels)
-        self.field.render_into(out, ys, xs)
-        return out
+        return self.field.band(ys, xs)
 
     @classmethod
     def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,

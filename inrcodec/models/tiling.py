@@ -75,11 +75,6 @@ class Tiling:
         out = torch.stack([lx, ly], dim=-1)
         return out if group is None else out[None]
 
-    def sample(self, generator: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``batch`` random pixels from each group's extended region: indices (G, B) in y and x."""
-        iy, ix, _, _ = self.sample_batch(generator, batch)
-        return iy, ix
-
     def _tables(self) -> tuple[torch.Tensor, ...]:
         """Per group, along each axis of its pixel range: local coordinate and blend weight of
         every pixel centre, padded to the longest range: (G, L) tables."""
@@ -123,7 +118,8 @@ class Tiling:
 
     def sample_batch(self, generator: torch.Generator, batch: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`assemble` of fresh draws: the same pixels as :meth:`sample`."""
+        """``batch`` random samples from each group's extended region: :meth:`assemble` of
+        fresh draws."""
         return self.assemble(self.training_data(torch.empty(0)), self.draw(generator, batch))
 
     @staticmethod

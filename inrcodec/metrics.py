@@ -1,4 +1,5 @@
-"""Quality metrics of the benchmark: PSNR over RGB on 8-bit values, and MS-SSIM.
+"""Quality metrics: PSNR over RGB on 8-bit values (and of a mean squared error on [0, 1]
+values, as training measures it), and MS-SSIM.
 
 MS-SSIM is pytorch-msssim's (5 scales, Gaussian window of 11, the usual weights). Images whose
 smaller side is at most 160 pixels are too small for that window at 5 scales; they are measured
@@ -12,9 +13,18 @@ import math
 import numpy as np
 import torch
 
-from ..codec import psnr
+__all__ = ["ms_ssim", "ms_ssim_db", "ms_ssim_window", "psnr", "psnr_of_mse"]
 
-__all__ = ["ms_ssim", "ms_ssim_db", "ms_ssim_window", "psnr"]
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 images of one shape, over all samples."""
+    err = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if err == 0 else 10 * math.log10(255.0 ** 2 / err)
+
+
+def psnr_of_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error of values in [0, 1] (floored at 1e-12)."""
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
 def ms_ssim_window(height: int, width: int) -> int | None:

@@ -1,0 +1,73 @@
+"""A network and its quantisers <-> `.inr` bytes: symbols, entropy coding and the container.
+
+The one place where the model families meet the file format: :func:`write` quantises a fitted
+model's tensors to symbols, entropy-codes them and wraps them in the container;
+:func:`read` parses a file against the registry of families and :func:`load_model` rebuilds its
+network with the stored weights. No training code is needed for either direction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import container, entropy
+from .color import ColorTransform
+from .container import InrFile
+from .encodings import Encoding
+from .errors import InrFormatError
+from .models import FAMILY_IDS
+from .models.base import ImageModel
+from .quantize import TensorQuant, from_symbols, to_symbols
+
+
+def read(data: bytes) -> InrFile:
+    """Parse and validate a `.inr` file of any registered family."""
+    return container.parse(data, FAMILY_IDS)
+
+
+def _file(model: ImageModel, quants: list[TensorQuant], payload: bytes, coder: str) -> InrFile:
+    return InrFile(width=model.width, height=model.height, channels=model.channels,
+                   color=model.color.name, layout=type(model), hparams=model.hparams,
+                   encoding=model.encoding.kind, encoding_params=model.encoding.params,
+                   extra=model.extra, coder=coder, quants=quants, payload=payload)
+
+
+def write(model: ImageModel, quants: dict[str, TensorQuant], coder: str) -> bytes:
+    """The `.inr` file of ``model`` with its tensors quantised by ``quants`` (by stored name)."""
+    tensors = model.tensors()
+    ordered = [quants[n] for n, _ in tensors]
+    symbols = [to_symbols(p, q) for (_, p), q in zip(tensors, ordered)]
+    payload = entropy.encode(symbols, [q.bits for q in ordered], coder)
+    return _file(model, ordered, payload, coder).to_bytes()
+
+
+def header_size(model: ImageModel) -> int:
+    """Bytes of ``model``'s file besides the payload: header and checksum."""
+    placeholder = [TensorQuant(8, 1.0)] * len(model.tensors())
+    return len(_file(model, placeholder, b"", entropy.DEFAULT_CODER).header_bytes()) + 4
+
+
+@torch.no_grad()
+def round_to_stored(model: ImageModel, quants: dict[str, TensorQuant]) -> None:
+    """Set ``model``'s tensors to exactly the values a decoder rebuilds from its file."""
+    for n, p in model.tensors():
+        q = quants[n]
+        p.copy_(from_symbols(to_symbols(p, q), q, tuple(p.shape)))
+
+
+def load_model(data: bytes) -> ImageModel:
+    """Parse a `.inr` file and rebuild its network (on the CPU) with the stored weights."""
+    f = read(data)
+    transform = ColorTransform(f.color, f.channels)
+    enc = Encoding(f.encoding, 2, **f.encoding_params)
+    net = f.layout(f.height, f.width, transform, f.hparams, enc, extra=f.extra)
+    tensors = net.tensors()
+    sizes = [p.numel() for _, p in tensors]
+    symbols = entropy.decode(f.payload, sizes, [q.bits for q in f.quants], f.coder)
+    with torch.no_grad():
+        for (name, p), q, s in zip(tensors, f.quants, symbols):
+            if s.size and int(np.abs(s).max()) > q.qmax:
+                raise InrFormatError(f"tensor {name} has symbols beyond its {q.bits}-bit range")
+            p.copy_(from_symbols(s, q, tuple(p.shape)))
+    return net

@@ -1,0 +1,122 @@
+"""Encoding, end to end: image -> colour transform -> sized model -> fit -> quantise ->
+entropy code -> container.
+
+:func:`compress` is the library's entry point (:func:`encode` returns just the bytes). Its
+options are one :class:`~.options.EncodeOptions`, or the same as keyword settings.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .color import ColorTransform
+from .decoder import render, resolve_device
+from .encodings import Encoding, parse_encoding
+from .errors import InrInputError
+from .fit import FitReport, Progress, fit
+from .imageio import ImageLike, load_image
+from .metrics import psnr
+from .models import get_family
+from .models.base import ImageModel
+from .options import EncodeOptions
+from .ratecontrol import RatePlan
+
+
+@dataclass
+class EncodeResult:
+    """A finished encoding: the file and what it cost."""
+
+    data: bytes
+    width: int
+    height: int
+    model: str
+    params: int
+    psnr: float
+    seconds: float
+    description: str
+    report: FitReport
+
+    @property
+    def bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def bpp(self) -> float:
+        return 8 * len(self.data) / (self.width * self.height)
+
+    def as_dict(self) -> dict:
+        return {"bytes": self.bytes, "bpp": self.bpp, "psnr": self.psnr,
+                "seconds": self.seconds, "model": self.model, "params": self.params,
+                "width": self.width, "height": self.height, "description": self.description}
+
+
+def signal_path(family: type[ImageModel], options: EncodeOptions, channels: int
+                ) -> tuple[ColorTransform, Encoding]:
+    """The colour transform and input encoding of an encode: the options', else the family's."""
+    color = options.color or (family.default_color if channels == 3 else "rgb")
+    try:
+        transform = ColorTransform(color, channels)
+        kind, params = parse_encoding(options.encoding) if options.encoding \
+            else family.default_encoding
+        return transform, Encoding(kind, 2, **params)
+    except ValueError as exc:
+        raise InrInputError(str(exc)) from None
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` for the block (None: left as they are)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads is not None:
+            torch.set_num_threads(before)
+
+
+def compress(image: ImageLike, options: EncodeOptions | None = None, *,
+             progress: Callable[[Progress], None] | None = None, **settings: Any
+             ) -> EncodeResult:
+    """Encode an image (a path, bytes, a binary file, a PIL image or a uint8 array). Returns
+    the `.inr` bytes with the encoding's measurements.
+
+    The options are an :class:`~.options.EncodeOptions`, or keyword settings of the same
+    names (``model``, ``bpp`` or ``quality``, ``effort``, ``coder``, ``seed``, ...), training
+    overrides (``steps``, ``cycles``, ``lr``, ...; :class:`~.presets.Schedule`) and the
+    family's hyper-parameters (``hparams={...}``, or by name), which go on top of ``options``.
+    ``progress`` receives the trainer's progress.
+    """
+    options = (options or EncodeOptions()).with_settings(settings) if settings \
+        else options or EncodeOptions()
+    start = time.perf_counter()
+    pixels = load_image(image)
+    height, width, channels = pixels.shape
+    family = get_family(options.model)
+    transform, enc = signal_path(family, options, channels)
+    device = resolve_device(options.device)
+    with torch_threads(options.threads):
+        plan = RatePlan.make(family, options, height, width, transform, enc)
+        model = plan.model.to(device)
+        target = transform.forward(torch.from_numpy(pixels.astype(np.float32) / 255.0))
+        report = fit(model, target, options.schedule(), seed=options.seed,
+                     compile=options.compile, quantiser=plan.quantiser, progress=progress)
+        model.cpu()  # the final checks and the reported PSNR use the CPU decoder's arithmetic
+        data = plan.finish(dict(report.quants))
+        decoded = render(model, height, width)
+    return EncodeResult(data=data, width=width, height=height, model=family.name,
+                        params=model.n_params(), psnr=psnr(decoded, pixels),
+                        seconds=time.perf_counter() - start, description=model.describe(),
+                        report=report)
+
+
+def encode(image: ImageLike, options: EncodeOptions | None = None, **settings: Any) -> bytes:
+    """Encode an image to `.inr` bytes. See :func:`compress` for the options."""
+    return compress(image, options, **settings).data

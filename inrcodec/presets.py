@@ -1,0 +1,148 @@
+"""Efforts: for each model family, the training schedule and sizing that ``--effort`` selects.
+
+Data only (no torch), so that the command line knows the families and efforts at once. A family
+is known to users by its row here; its network lives in ``models/<name>.py``. Every family's
+default effort encodes a Kodak image in under a minute on two CPU cores (docs/results/kodak.md),
+and the steps are set per family so that an effort costs about the same time in every family.
+
+The numbers come from measurements in docs/experiments.md:
+
+- gridded, best: the default's training four times over, as warm restarts (each cycle from the
+  best weights of the one before, at half its peak learning rate; one long cosine of 100,000
+  steps went astray at depth 4); the first cycle from two starts, each cell going on from the
+  better (kodim09 at 0.5 bpp +1.43 dB); the weights then rounded one tensor at a time, the rest
+  training on for 9,000 steps (kodim01 / kodim07 at 0.5 bpp +0.09 / +0.29 dB); a network sized
+  for 5.5 bits a weight (18% more weights) with half the overlap between cells (+0.07 / +0.06,
+  then +0.09 / +0.14 dB).
+- the other families' best efforts are longer single cosines (see docs/models.md for where they
+  fall short).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+#: The efforts, from quickest to best.
+EFFORTS = ("fast", "default", "best")
+#: The family ``inr encode`` uses unless told otherwise.
+DEFAULT_FAMILY = "gridded"
+#: Expected entropy-coded bits per weight when sizing a network for a budget (measured on Kodak
+#: with 8-bit-range quantisers; the step search after fitting corrects the rest).
+BITS_PER_WEIGHT = 6.5
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a model is trained: every field can be overridden per encode (``+key=value``,
+    ``--hparam key=value``, ``inrcodec.encode(..., key=value)``)."""
+
+    #: Training steps (Adam updates), over all of a model's stages.
+    steps: int = 2000
+    #: Samples per step, over all of a stage's networks.
+    batch: int = 4096
+    #: Peak learning rate; the rate warms up linearly over ``warmup`` of a cycle, then follows a
+    #: cosine down to ``lr * lr_floor`` (1% rather than 5%: +0.06 to +0.15 dB).
+    lr: float = 1e-3
+    lr_floor: float = 0.01
+    warmup: float = 0.02
+    #: Cosine cycles of equal length (warm restarts): each later cycle starts from the best
+    #: weights so far with fresh Adam moments, its peak ``cycle_decay`` times the previous one's.
+    cycles: int = 1
+    cycle_decay: float = 0.5
+    #: The first cycle is trained from this many initialisations, each network going on from its
+    #: best (costs ``starts - 1`` more cycles of steps).
+    starts: int = 1
+    #: Steps between evaluations of the whole image; 0: eight evaluations per cycle.
+    eval_every: int = 0
+    #: Quantisation-aware fine-tuning through the chosen quantisers after training (off: on
+    #: Kodak it gained nothing measurable at our quantiser steps, for more time than training).
+    qat_steps: int = 0
+    qat_lr: float = 1e-3
+    #: Rounding one tensor at a time after training, the tensors not yet rounded training on for
+    #: an equal share of these steps at ``progressive_lr`` after each; 0: all rounded at once.
+    progressive_steps: int = 0
+    progressive_lr: float = 1e-4
+    #: Quantiser steps shaped by each tensor's measured sensitivity, or ``uniform``.
+    allocation: str = "sensitivity"
+    #: Overlapping cells' samples weighted by their blend weight (False: all weigh the same).
+    window_weights: bool = True
+    #: Keep each cell's best weights rather than the best whole set.
+    best_per_group: bool = True
+
+    def __post_init__(self):
+        if self.allocation not in ("sensitivity", "uniform"):
+            raise ValueError(f"allocation must be sensitivity or uniform, not {self.allocation!r}")
+        for name in ("steps", "batch", "cycles", "starts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("eval_every", "qat_steps", "progressive_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("lr", "qat_lr", "progressive_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if not (0 <= self.lr_floor <= 1 and 0 <= self.warmup < 1 and 0 < self.cycle_decay <= 1):
+            raise ValueError("lr_floor and cycle_decay must be in (0, 1], warmup in [0, 1)")
+
+    def with_steps(self, steps: int) -> Schedule:
+        """The schedule at another step count; rounding one tensor at a time keeps its share."""
+        if steps < 1:
+            raise ValueError("steps must be at least 1")
+        progressive = round(self.progressive_steps * steps / self.steps)
+        return dataclasses.replace(self, steps=steps, progressive_steps=progressive)
+
+
+#: The keys of :class:`Schedule`, with their types, as an override may name them.
+SCHEDULE_KEYS: Mapping[str, type] = MappingProxyType(
+    {f.name: type(f.default) for f in dataclasses.fields(Schedule)})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One family at one effort: its training schedule and how its network is sized."""
+
+    schedule: Schedule
+    #: The rate the network is sized for; lower means a bigger network with coarser quantisers.
+    bits_per_weight: float = BITS_PER_WEIGHT
+    #: Hyper-parameters fixed before sizing (the caller's own win).
+    hparams: Mapping[str, float] = field(default_factory=dict)
+
+
+PRESETS: Mapping[str, Mapping[str, Preset]] = {
+    "siren": {
+        "fast":    Preset(Schedule(steps=300)),
+        "default": Preset(Schedule(steps=1500)),
+        "best":    Preset(Schedule(steps=20000)),
+    },
+    "gridded": {
+        "fast":    Preset(Schedule(steps=2000)),
+        "default": Preset(Schedule(steps=17000)),
+        "best":    Preset(Schedule(steps=68000, cycles=4, starts=2, progressive_steps=9000),
+                          bits_per_weight=5.5, hparams={"overlap": 1 / 32}),
+    },
+    "residual": {
+        "fast":    Preset(Schedule(steps=800)),
+        "default": Preset(Schedule(steps=4000)),
+        "best":    Preset(Schedule(steps=50000)),
+    },
+    "dct": {
+        "fast":    Preset(Schedule(steps=1000)),
+        "default": Preset(Schedule(steps=6000)),
+        "best":    Preset(Schedule(steps=80000)),
+    },
+}
+
+#: The family names, in the order ``inr encode --model`` lists them (and their ids in files).
+FAMILY_NAMES = tuple(PRESETS)
+
+
+def preset(family: str, effort: str) -> Preset:
+    """The preset of ``family`` at ``effort``; raises KeyError naming the choices."""
+    if family not in PRESETS:
+        raise KeyError(f"unknown model {family!r}; choose from {', '.join(PRESETS)}")
+    if effort not in EFFORTS:
+        raise KeyError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
+    return PRESETS[family][effort]
