@@ -15,6 +15,7 @@ nothing else should run meanwhile.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import sys
@@ -27,10 +28,12 @@ import torch
 import inrcodec
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
-from inrcodec.fit import FitOptions, train
+from inrcodec.fit import train
+from inrcodec.metrics import psnr_of_mse as psnr
 from inrcodec.models import FAMILIES
 from inrcodec.models.base import FitTask, ImageModel, rgb_mse, rgb_mse_loss, sample_positions
 from inrcodec.models.tiling import Tiling
+from inrcodec.presets import Schedule
 
 KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "kodak"
 RGB = ColorTransform("rgb", 3)
@@ -49,10 +52,6 @@ def astronaut_256() -> np.ndarray:
 
 def as_target(image: np.ndarray) -> torch.Tensor:
     return RGB.forward(torch.from_numpy(image.astype(np.float32) / 255))
-
-
-def psnr(mse: float) -> float:
-    return 10 * math.log10(1 / mse)
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -128,9 +127,8 @@ def encodings_experiment(steps: int, batch: int) -> str:
                                       generator=torch.Generator().manual_seed(0))
             module = model.field
         task = whole_image_task(module, target)
-        options = FitOptions(steps=steps, batch=batch, lr=lr, eval_every=max(1, steps // 20),
-                             compile=True)
-        result = train(task, options)
+        schedule = Schedule(steps=steps, batch=batch, lr=lr, eval_every=max(1, steps // 20))
+        result = train(task, schedule, compile=True)
         n = sum(p.numel() for p in module.parameters())
         held_out = psnr(rgb_mse(RGB, render_module(module, 256, 256, 512, 512), full))
         rows.append([label, enc.describe(), n, round(result.psnr, 2), round(held_out, 2),
@@ -146,11 +144,11 @@ def encodings_experiment(steps: int, batch: int) -> str:
 
 
 # -- grid -------------------------------------------------------------------------------------
-def calibrated_steps(make_task, options: FitOptions, budget: float) -> int:
+def calibrated_steps(make_task, schedule: Schedule, budget: float) -> int:
     """Steps that take ``budget`` seconds, from the median step time of a short run."""
     times = []
     for _ in range(3):
-        times.append(train(make_task(), options, steps=30).seconds / 29)
+        times.append(train(make_task(), schedule, steps=30, compile=True).seconds / 29)
     return max(30, int(budget / statistics.median(times)))
 
 
@@ -179,12 +177,12 @@ def grid_experiment(budget: float, batch: int) -> str:
             task.model = model
             return task
 
-        options = FitOptions(batch=batch, lr=1e-4 if kind == "plain" and width >= 256 else 1e-3,
-                             compile=True, eval_every=100)
-        steps = calibrated_steps(make_task, options, budget)
-        options.eval_every = max(1, steps // 20)
+        schedule = Schedule(batch=batch, lr=1e-4 if kind == "plain" and width >= 256 else 1e-3,
+                            eval_every=100)
+        steps = calibrated_steps(make_task, schedule, budget)
+        schedule = dataclasses.replace(schedule, eval_every=max(1, steps // 20))
         task = make_task()
-        result = train(task, options, steps=steps)
+        result = train(task, schedule, steps=steps, compile=True)
         n = task.model.n_params()
         label = "plain SIREN" if kind == "plain" else f"gridded, ratio {ratio}"
         rows.append([label, total_width, width, n, steps, f"{result.mse:.2e}",
@@ -272,11 +270,11 @@ def dct_speed_experiment(params: int, repeats: int) -> str:
     rows = []
     for name in ("siren", "dct"):
         model, task = family_task(name, params, image)
-        options = FitOptions(batch=4096, compile=True, eval_every=10 ** 9)
-        samples = round(options.batch * task.batch_factor)
+        schedule = Schedule(batch=4096, eval_every=10 ** 9)
+        samples = round(schedule.batch * task.batch_factor)
         per_sample = 1 if name == "siren" else model.block ** 2
-        step_ms = statistics.median(train(task, options, steps=60).step_seconds * 1000
-                                    for _ in range(repeats))
+        step_ms = statistics.median(train(task, schedule, steps=60, compile=True).step_seconds
+                                    * 1000 for _ in range(repeats))
         pixels = samples * per_sample
         epoch_s = step_ms / 1000 * h * w / pixels
         rows.append([name, model.n_params(), f"{samples} {'pixels' if name == 'siren' else 'blocks'}",
@@ -312,14 +310,13 @@ def profile_experiment(family_name: str, params: int, steps: int) -> str:
     image = kodak_or_astronaut()
     h, w = image.shape[:2]
     model, task = family_task(family_name, params, image)
-    eager = FitOptions(batch=4096, compile=False, eval_every=10 ** 9)
-    compiled = FitOptions(batch=4096, compile=True, eval_every=10 ** 9)
-    eager_ms = statistics.median(train(task, eager, steps=steps).step_seconds * 1000
-                                 for _ in range(3))
-    compiled_ms = statistics.median(train(task, compiled, steps=steps).step_seconds * 1000
-                                    for _ in range(3))
+    schedule = Schedule(batch=4096, eval_every=10 ** 9)
+    eager_ms = statistics.median(train(task, schedule, steps=steps, compile=False).step_seconds
+                                 * 1000 for _ in range(3))
+    compiled_ms = statistics.median(train(task, schedule, steps=steps, compile=True).step_seconds
+                                    * 1000 for _ in range(3))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train(task, eager, steps=steps)
+        train(task, schedule, steps=steps, compile=False)
     totals = {name: 0.0 for name, _ in CATEGORIES}
     totals["other"] = 0.0
     for event in prof.key_averages():
@@ -390,7 +387,7 @@ def order0_bytes(symbols: np.ndarray) -> float:
 def coders_experiment(out: Path, specs: list[str], bpps: list[float]) -> str:
     """The payloads of the files a Kodak benchmark wrote (read from its cache, for the current
     code), re-coded with each entropy coder: the same symbols, so only the coder differs."""
-    from inrcodec import container, entropy
+    from inrcodec import bitstream, entropy
     from inrcodec.bench.main import BenchConfig, plan
     from inrcodec.bench.runner import Cache
 
@@ -401,7 +398,7 @@ def coders_experiment(out: Path, specs: list[str], bpps: list[float]) -> str:
         data = cache.file(job)
         if data is None:
             continue
-        f = container.parse(data)
+        f = bitstream.read(data)
         sizes = [math.prod(s) for s in f.shapes()]
         bits = [q.bits for q in f.quants]
         symbols = entropy.decode(f.payload, sizes, bits, f.coder)

@@ -7,9 +7,7 @@ a table summarises the batch at the end.
 
 from __future__ import annotations
 
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,7 +20,7 @@ from .progress import bar, stderr
 
 
 @dataclass
-class Outcome:
+class FileResult:
     source: str
     target: str
     ok: bool
@@ -50,67 +48,54 @@ def plan_outputs(inputs: list[str], folder: str, suffix: str) -> list[tuple[str,
     return pairs
 
 
-def _init(threads: int) -> None:
-    import torch
-    torch.set_num_threads(threads)
-
-
-def _guard(work: Callable[..., dict], source: str, target: str, options: dict) -> Outcome:
+def _guard(work: Callable[..., dict], source: str, target: str, options: dict) -> FileResult:
     start = time.perf_counter()
     try:
         facts = work(source, target, **options)
     except (InrError, OSError) as exc:
         message = str(exc) if isinstance(exc, InrError) else (exc.strerror or str(exc))
-        return Outcome(source, target, False, error=message)
+        return FileResult(source, target, False, error=message)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-        return Outcome(source, target, False, error=f"unexpected {type(exc).__name__}: {exc}")
+        return FileResult(source, target, False, error=f"unexpected {type(exc).__name__}: {exc}")
     facts.setdefault("seconds", time.perf_counter() - start)
-    return Outcome(source, target, True, facts)
+    return FileResult(source, target, True, facts)
 
 
-def encode_file(source: str, target: str, **options) -> dict:
-    import inrcodec
+def encode_file(source: str, target: str, options) -> dict:
+    from inrcodec.encoder import compress
     from inrcodec.imageio import write_atomic
-    result = inrcodec.compress(source, **options)
+    result = compress(source, options)
     write_atomic(target, result.data)
     return result.as_dict()
 
 
 def decode_file(source: str, target: str, scale=None, size=None, device="cpu") -> dict:
-    import inrcodec
-    from inrcodec.imageio import image_bytes, write_atomic
+    from inrcodec.decoder import decode
+    from inrcodec.imageio import image_bytes, image_format, write_atomic
     start = time.perf_counter()
     data = Path(source).read_bytes()
-    pixels = inrcodec.decode(data, scale=scale, size=size, device=device)
-    from PIL import Image
-    fmt = Image.registered_extensions().get(Path(target).suffix.lower(), "PNG")
-    write_atomic(target, image_bytes(pixels, fmt))
+    pixels = decode(data, scale=scale, size=size, device=device)
+    write_atomic(target, image_bytes(pixels, image_format(target)))
     h, w = pixels.shape[:2]
     return {"width": w, "height": h, "seconds": time.perf_counter() - start}
 
 
 def run_batch(work: Callable[..., dict], pairs: list[tuple[str, str]], options: dict,
-              jobs: int, label: str) -> list[Outcome]:
-    outcomes: list[Outcome] = []
+              jobs: int, label: str) -> list[FileResult]:
+    """Every pair through ``work(source, target, **options)``, in ``jobs`` processes; the
+    results in the order of ``pairs``."""
+    from inrcodec.parallel import run_unordered
+    results: list[FileResult | None] = [None] * len(pairs)
     with bar() as progress:
         task = progress.add_task(label, total=len(pairs))
-        if jobs <= 1:
-            for src, dst in pairs:
-                outcomes.append(_guard(work, src, dst, options))
-                progress.advance(task)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(max_workers=jobs, initializer=_init,
-                                     initargs=(threads,)) as pool:
-                futures = [pool.submit(_guard, work, src, dst, options) for src, dst in pairs]
-                for future in as_completed(futures):
-                    outcomes.append(future.result())
-                    progress.advance(task)
-    order = {src: i for i, (src, _) in enumerate(pairs)}
-    return sorted(outcomes, key=lambda o: order[o.source])
+        calls = [(work, src, dst, options) for src, dst in pairs]
+        for i, result in run_unordered(_guard, calls, jobs):
+            results[i] = result
+            progress.advance(task)
+    return results
 
 
-def summary(outcomes: list[Outcome], columns: list[tuple[str, str, str]]) -> None:
+def summary(outcomes: list[FileResult], columns: list[tuple[str, str, str]]) -> None:
     """Print the batch as a table on stderr; ``columns`` are (title, fact key, format)."""
     table = Table(title=f"{sum(o.ok for o in outcomes)} of {len(outcomes)} files done")
     table.add_column("file")

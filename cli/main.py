@@ -17,11 +17,12 @@ from typing import Iterator, Optional
 import typer
 
 import inrcodec
-from inrcodec import codec
+from inrcodec.entropy import CODERS, DEFAULT_CODER
 from inrcodec.errors import InrError, InrInputError
-from inrcodec.imageio import image_bytes, write_atomic
+from inrcodec.presets import DEFAULT_FAMILY, EFFORTS, FAMILY_NAMES
 
-from .progress import encode_progress
+# Nothing here imports torch: --help, --version and completion stay instant. The commands load
+# the library's encoder, decoder or benchmark when they run.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="inrcodec: images stored as the weights of small sine networks (SIRENs).")
@@ -82,17 +83,25 @@ def parse_size(text: str) -> tuple[int, int]:
         raise InrInputError(f"size must look like WIDTHxHEIGHT, not {text!r}") from None
 
 
-def parse_hparams(items: list[str]) -> dict:
+def parse_settings(items: list[str], given: dict) -> dict:
+    """``--hparam KEY=VALUE`` items as settings of an encode (EncodeOptions checks them), on top
+    of the options ``given`` by their own flags; a key given both ways is refused."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise InrInputError(f"--hparam takes NAME=VALUE, not {item!r}")
-        try:
-            out[key] = float(value) if any(c in value for c in ".e") else int(value)
-        except ValueError:
-            raise InrInputError(f"--hparam {key} needs a number, not {value!r}") from None
-    return out
+        if not sep or not key:
+            raise InrInputError(f"--hparam takes KEY=VALUE, not {item!r}")
+        if key in given or key in out:
+            raise InrInputError(f"{key} is given twice")
+        out[key] = value
+    return {**given, **out}
+
+
+def encode_options(hparam: list[str], **flags):
+    """The EncodeOptions of ``inr encode``: its flags (those given) and ``--hparam`` items."""
+    from inrcodec.options import EncodeOptions
+    given = {k: v for k, v in flags.items() if v is not None}
+    return EncodeOptions.from_settings(parse_settings(hparam, given))
 
 
 def version_callback(value: bool) -> None:
@@ -129,35 +138,41 @@ def encode(
                                        "stdin."),
     output: str = typer.Option(..., "-o", "--output", help="The .inr file to write (- for "
                                "stdout), or a folder (OUTDIR/) for several inputs."),
-    model: str = typer.Option("gridded", "--model", "-m", help="Model family: "
-                              + ", ".join(inrcodec.FAMILIES) + "."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model family: "
+                                        + ", ".join(FAMILY_NAMES) + f" (default "
+                                        f"{DEFAULT_FAMILY})."),
     bpp: Optional[float] = typer.Option(None, help="Target bits per pixel (the file lands at "
                                         "most 5% above)."),
     quality: Optional[float] = typer.Option(None, min=1, max=100, help="1..100: 0.05 bpp at 1, "
                                             "2 bpp at 100, log-spaced; 50 if neither is given."),
-    effort: str = typer.Option("default", help="fast, default or best."),
+    effort: Optional[str] = typer.Option(None, help=", ".join(EFFORTS) + " (default: default)."),
     steps: Optional[int] = typer.Option(None, help="Training steps (overrides the effort's)."),
-    seed: int = typer.Option(0, help="Seed of the initialisation and sampling."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the initialisation and sampling "
+                                       "(default 0)."),
     encoding: Optional[str] = typer.Option(None, help="Input encoding: none, positional:L, "
                                            "fourier:N:SCALE[:SEED]; the family's default if unset."),
-    hparam: list[str] = typer.Option([], "--hparam", help="A hyper-parameter, NAME=VALUE "
-                                     "(repeatable), e.g. width=64."),
-    coder: str = typer.Option("rans", help="Entropy coder: rans (a geometric model per tensor, "
-                              "3-6% smaller) or zstd (byte-planar symbols)."),
+    hparam: list[str] = typer.Option([], "--hparam", help="Any other setting, KEY=VALUE "
+                                     "(repeatable): a hyper-parameter of the family (width=64), "
+                                     "a training override (cycles=2, lr=5e-4) or an option "
+                                     "(bits_per_weight=5.5). docs/cli.md lists the keys."),
+    coder: Optional[str] = typer.Option(None, help="Entropy coder: " + ", ".join(CODERS)
+                                        + f" (default {DEFAULT_CODER}: a geometric model per "
+                                        "tensor, 3-6% smaller than zstd's byte planes)."),
     jobs: int = typer.Option(1, min=1, help="Files encoded in parallel (several inputs)."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    device: Optional[str] = typer.Option(None, help="auto (CUDA when present; the default), "
+                                         "cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (a "
                                  "list of them for several inputs)."),
 ) -> None:
     """Fit a network to an image and write it as a .inr file (or many, into a folder)."""
     with user_errors():
-        options = dict(model=model, bpp=bpp, quality=quality, effort=effort, steps=steps,
-                       seed=seed, encoding=encoding, hparams=parse_hparams(hparam),
-                       coder=coder, device=device)
+        options = encode_options(hparam, model=model, bpp=bpp, quality=quality, effort=effort,
+                                 steps=steps, seed=seed, encoding=encoding, coder=coder,
+                                 device=device)
         if batch_target(inputs, output):
             from .batch import encode_file, plan_outputs, run_batch
             pairs = plan_outputs(inputs, output, ".inr")
-            outcomes = run_batch(encode_file, pairs, options, jobs, "encoding")
+            outcomes = run_batch(encode_file, pairs, {"options": options}, jobs, "encoding")
             finish_batch(outcomes, as_json, [("bytes", "bytes", "d"), ("bpp", "bpp", ".3f"),
                                              ("PSNR dB", "psnr", ".2f"),
                                              ("seconds", "seconds", ".1f")])
@@ -166,11 +181,15 @@ def encode(
         if as_json and output == "-":
             raise InrInputError("--json prints to stdout, so the .inr file cannot go there too")
         check_output(output, input)
+        from inrcodec.encoder import compress
+        from inrcodec.imageio import load_image, write_atomic
+
+        from .progress import encode_progress
         data = read_input(input)
         name = "stdin" if input == "-" else input
-        image = inrcodec.load_image(data, name)
+        image = load_image(data, name)
         with encode_progress(name) as progress:
-            result = codec.compress(image, progress=progress, **options)
+            result = compress(image, options, progress=progress)
         write_atomic(output, result.data)
         if as_json:
             typer.echo(json.dumps(result.as_dict()))
@@ -205,13 +224,10 @@ def decode(
             return
         input = inputs[0]
         check_output(output, input)
-        pixels = codec.decode(read_input(input), scale=scale, size=wanted, device=device)
-        fmt = "PNG"
-        if output != "-":
-            from PIL import Image
-            ext = Path(output).suffix.lower()
-            fmt = Image.registered_extensions().get(ext, "PNG") if ext else "PNG"
-        write_atomic(output, image_bytes(pixels, fmt))
+        from inrcodec.decoder import decode as decode_pixels
+        from inrcodec.imageio import image_bytes, image_format, write_atomic
+        pixels = decode_pixels(read_input(input), scale=scale, size=wanted, device=device)
+        write_atomic(output, image_bytes(pixels, image_format(output)))
 
 
 @app.command()
@@ -221,7 +237,8 @@ def info(
 ) -> None:
     """Show what a .inr file holds: size, model, hyper-parameters, weights, bits."""
     with user_errors():
-        facts = codec.info(read_input(input))
+        from inrcodec.decoder import info as file_info
+        facts = file_info(read_input(input))
         if as_json:
             typer.echo(json.dumps(facts))
             return
@@ -246,15 +263,18 @@ def bench(
     dataset: Optional[Path] = typer.Argument(None, help="Folder of images; default "
                                              "../shared/datasets/kodak if it exists, else "
                                              "scikit-image's samples."),
-    codecs: Optional[str] = typer.Option(None, help="Comma-separated: inr:siren, inr:gridded, "
-                                         "inr:residual, inr:dct (options with +key=value), jpeg, "
-                                         "jpeg444, webp, avif, jpeg2000. Default: all."),
+    codecs: Optional[str] = typer.Option(None, help="Comma-separated: "
+                                         + ", ".join(f"inr:{f}" for f in FAMILY_NAMES)
+                                         + " (settings with +key=value, as --hparam takes "
+                                         "them), jpeg, jpeg444, webp, avif, jpeg2000. Default: "
+                                         "all."),
     out: Path = typer.Option(Path("bench-out"), "--out", help="Folder for the report and the "
                              "result cache."),
     bpp: Optional[str] = typer.Option(None, help="Comma-separated rate targets of inr codecs."),
     points: Optional[int] = typer.Option(None, min=1, help="Points per curve (inr targets "
                                          "log-spaced 0.15-1.1 bpp; classical sweeps thinned)."),
-    effort: str = typer.Option("default", help="Effort of inr codecs."),
+    effort: str = typer.Option("default", help="Effort of inr codecs: " + ", ".join(EFFORTS)
+                               + "."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images."),
     images: Optional[str] = typer.Option(None, help="Only these images (comma-separated file "
                                          "names without extension)."),
@@ -274,9 +294,8 @@ def bench(
     with user_errors():
         if task not in ("rd", "upscale"):
             raise InrInputError(f"unknown task {task!r}; use rd or upscale")
-        if effort not in codec.EFFORTS:
-            raise InrInputError(f"unknown effort {effort!r}; choose from "
-                                f"{', '.join(codec.EFFORTS)}")
+        if effort not in EFFORTS:
+            raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
         try:
             bpps = [float(b) for b in bpp.split(",")] if bpp else None
         except ValueError:
@@ -299,7 +318,8 @@ def demo(
 ) -> None:
     """Encode a sample image that ships with scikit-image, decode it at 1x and 2x, and compare
     with JPEG at the same file size."""
-    from inrcodec.demo import run_demo
+    from .demo import run_demo
+    from .progress import encode_progress
     with user_errors():
         run_demo(out, effort=effort, bpp=bpp, echo=typer.echo, progress=encode_progress)
 

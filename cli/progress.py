@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-from inrcodec.fit import Progress as FitProgress
+if TYPE_CHECKING:
+    from inrcodec.fit import Progress as FitProgress
 
 stderr = Console(stderr=True)
 

@@ -52,4 +52,6 @@ def __dir__() -> list[str]:
 
 _register_pillow_plugin()
 
-__all__ = sorted(["InrError", "InrFormatError", "InrInputError", "__version__", *_LAZY])
+__all__ = ["EFFORTS", "FAMILIES", "FAMILY_NAMES", "EncodeOptions", "EncodeResult", "InrError",
+           "InrFile", "InrFormatError", "InrInputError", "__version__", "compress", "decode",
+           "encode", "info", "load_image", "load_model", "parse", "quality_to_bpp"]

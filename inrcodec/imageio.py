@@ -158,6 +158,13 @@ def to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
+def image_format(path: str | os.PathLike) -> str:
+    """The Pillow format an output path asks for by its extension: PNG without one, for an
+    unknown one, and for ``-`` (standard output)."""
+    ext = Path(str(path)).suffix.lower()
+    return Image.registered_extensions().get(ext, "PNG") if ext else "PNG"
+
+
 def image_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     to_pil(array).save(buf, fmt)

@@ -69,7 +69,7 @@ class EncodeOptions:
     def __post_init__(self):
         _choice("model", self.model, FAMILY_NAMES)
         _choice("effort", self.effort, EFFORTS)
-        _choice("coder", self.coder, tuple(entropy.CODERS))
+        _choice("entropy coder", self.coder, tuple(entropy.CODERS))
         _choice("device", self.device, DEVICES)
         if self.bpp is not None and self.quality is not None:
             raise InrInputError("give bpp or quality, not both")

@@ -13,7 +13,7 @@ from PIL import Image
 from inrcodec.bench import runner
 from inrcodec.bench.bdrate import bd_psnr, bd_rate, psnr_at
 from inrcodec.bench.main import BenchConfig, downsample, plan, run
-from inrcodec.bench.metrics import ms_ssim, ms_ssim_window
+from inrcodec.metrics import ms_ssim, ms_ssim_window
 
 from .helpers import crop
 

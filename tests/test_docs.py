@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import inrcodec
-from inrcodec.codec import EFFORTS
+from inrcodec.presets import EFFORTS, PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +30,8 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 def test_cli_doc_lists_every_familys_steps_per_effort():
     text = (ROOT / "docs" / "cli.md").read_text()
-    for name, family in inrcodec.FAMILIES.items():
-        steps = " | ".join(str(family.steps[e]) for e in EFFORTS)
+    for name, presets in PRESETS.items():
+        steps = " | ".join(str(presets[e].schedule.steps) for e in EFFORTS)
         assert f"| `{name}` | {steps} |" in text, name
 
 

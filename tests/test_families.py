@@ -11,7 +11,10 @@ import pytest
 import torch
 
 import inrcodec
-from inrcodec.codec import load_model, psnr, training_preset
+from inrcodec.bitstream import load_model
+from inrcodec.metrics import psnr
+from inrcodec.options import EncodeOptions
+from inrcodec.presets import PRESETS
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.models import FAMILIES
@@ -193,8 +196,6 @@ def test_tabulated_training_samples_match_the_direct_computation():
     y, x = iy.float() + 0.5, ix.float() + 0.5
     assert torch.allclose(coords, tiling.local(y, x), atol=1e-5)
     assert torch.allclose(weights, tiling.weights(y, x), atol=1e-6)
-    assert torch.equal(torch.stack(tiling.sample(torch.Generator().manual_seed(3), 64)),
-                       torch.stack([iy, ix]))
 
 
 def test_gridded_depth_follows_rate_and_training_visits():
@@ -204,8 +205,9 @@ def test_gridded_depth_follows_rate_and_training_visits():
     # 100,000 steps 1,041 times, and depth 3 at 1 bpp whatever the steps.
     from inrcodec.models.gridded import Gridded
     sizing = dict(height=512, width=768, channels=3, encoding_dim=22)
-    default, fast = (Gridded.steps[effort] * 4096 for effort in ("default", "fast"))
-    best_cycle = Gridded.steps["best"] // Gridded.cycles["best"] * 4096
+    default, fast = (PRESETS["gridded"][e].schedule.steps * 4096 for e in ("default", "fast"))
+    best = PRESETS["gridded"]["best"].schedule
+    best_cycle = best.steps // best.cycles * 4096
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=default)["depth"] == 4
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=best_cycle)["depth"] == 4
     assert Gridded.hparams_for_params(30000, *sizing.values(), samples=fast)["depth"] == 3
@@ -215,7 +217,7 @@ def test_gridded_depth_follows_rate_and_training_visits():
 
 
 def test_gridded_best_effort_sizes_a_larger_network_with_less_overlap():
-    # Gridded.sizing: at the best effort the same rate buys more weights (5.5 bits a weight, not
+    # The best effort's preset: at the best effort the same rate buys more weights (5.5 bits a weight, not
     # 6.5) and cells overlap by 1/32, not 1/16; the caller's hyper-parameters still win.
     image = crop(64, 96)
     options = dict(model="gridded", bpp=2.0, steps=4, compile=False)
@@ -241,11 +243,11 @@ def test_a_second_start_keeps_each_cells_better_network_and_counts_its_steps():
     assert two.report.stages[0].psnr >= one.report.stages[0].psnr
     assert two.data != one.data
     assert seen[-1].step == seen[-1].total == 80
-    assert training_preset(inrcodec.models.get_family("gridded"), "best")["starts"] == 2
+    assert EncodeOptions(model="gridded", effort="best").schedule().starts == 2
 
 
 def test_rounding_one_tensor_at_a_time_lets_the_others_make_up_for_it():
-    # FitOptions.progressive_steps: each tensor is rounded in turn and the ones not yet rounded
+    # Schedule.progressive_steps: each tensor is rounded in turn and the ones not yet rounded
     # train on; the progress bar counts those steps too. Measured here: +0.39 dB.
     image = crop(64, 96)
     options = dict(model="gridded", bpp=2.0, steps=600, compile=False)
@@ -255,7 +257,7 @@ def test_rounding_one_tensor_at_a_time_lets_the_others_make_up_for_it():
     assert rounded.psnr > plain.psnr + 0.2
     assert abs(len(rounded.data) - len(plain.data)) <= 0.05 * len(plain.data)
     assert seen[-1].step == seen[-1].total == 1500
-    gridded = inrcodec.models.get_family("gridded")
-    assert training_preset(gridded, "best")["progressive_steps"] == 9000
-    assert training_preset(gridded, "best", steps=6800)["progressive_steps"] == 900  # its share
-    assert training_preset(gridded, "default")["progressive_steps"] == 0
+    best = EncodeOptions(model="gridded", effort="best")
+    assert best.schedule().progressive_steps == 9000
+    assert best.replace(training={"steps": 6800}).schedule().progressive_steps == 900  # share
+    assert EncodeOptions(model="gridded").schedule().progressive_steps == 0

@@ -1,4 +1,4 @@
-"""The trainer: what it keeps of a stage's training."""
+"""The trainer: what its phases keep of a stage's training."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
-from inrcodec.fit import FitOptions, _Loop
+from inrcodec.fit import AdamStep, Segment, SegmentTrainer, Training
+from inrcodec.presets import Schedule
 from inrcodec.models.siren import TiledSiren
 from inrcodec.models.tiling import Tiling
 
@@ -43,22 +44,28 @@ def scripted_two_cells(errors: list[list[float]]):
     return field, dataclasses.replace(task, evaluate_groups=scripted), snapshots
 
 
-def recorded_run(field, task, options: FitOptions):
-    """Run 8 steps of ``task`` at a peak learning rate of 1e-2; return the loop and, for each
-    step, the weights it started from, its learning rate and Adam's step count."""
+def trainer_for(task, schedule: Schedule, frozen=frozenset()) -> SegmentTrainer:
+    step = AdamStep(task, schedule, compile=False, frozen=frozen)
+    return SegmentTrainer(task, schedule, torch.Generator().manual_seed(2), step)
+
+
+def recorded_run(field, task, schedule: Schedule):
+    """Run the training phase of ``task`` (8 steps at a peak learning rate of 1e-2); return
+    the phase and, for each step, the weights it started from, its learning rate and Adam's
+    step count."""
     stepped = []
-    loop = _Loop(task, options, 8, 1e-2, None, torch.Generator().manual_seed(2),
-                 lambda step, psnr: None)
-    step = loop.step
+    trainer = trainer_for(task, schedule)
+    step = trainer.step.step
 
     def recording(draws, lr):
         stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
-                        loop.optimiser_state[-1].item()))
+                        trainer.step.count))
         return step(draws, lr)
 
-    loop.step = recording
-    loop.run()
-    return loop, stepped
+    trainer.step.step = recording
+    phase = Training(schedule, task)
+    trainer.run(phase.segments)
+    return phase, stepped
 
 
 def test_training_keeps_each_groups_best_weights():
@@ -66,9 +73,8 @@ def test_training_keeps_each_groups_best_weights():
     # best at the first evaluation, cell 1 at the third, and those are the weights kept.
     field, task, snapshots = scripted_two_cells(
         [[1.0, 1.0], [0.5, 0.9], [0.6, 0.8], [0.7, 0.3], [0.9, 0.4]])
-    loop = _Loop(task, FitOptions(eval_every=2, compile=False), 8, 1e-2, None,
-                 torch.Generator().manual_seed(2), lambda step, psnr: None)
-    assert loop.run() == 0.25  # the kept weights' own evaluation
+    trainer = trainer_for(task, Schedule(eval_every=2))
+    assert trainer.run([Segment(8, 1e-2)]) == 0.25  # the kept weights' own evaluation
     assert len(snapshots) == 5
     for p, first, third in zip(field.parameters(), snapshots[1], snapshots[3]):
         assert torch.equal(p[0], first[0]) and torch.equal(p[1], third[1])
@@ -81,8 +87,8 @@ def test_each_cycle_restarts_from_the_best_weights_with_fresh_adam_state():
     # zero and a peak learning rate of half the first's.
     field, task, evaluated = scripted_two_cells(
         [[1.0, 1.0], [0.5, 0.5], [0.7, 0.7], [0.6, 0.6], [0.8, 0.8]])
-    options = FitOptions(eval_every=2, compile=False, cycles=2, cycle_decay=0.5, warmup=0.0)
-    loop, stepped = recorded_run(field, task, options)
+    schedule = Schedule(steps=8, lr=1e-2, eval_every=2, cycles=2, cycle_decay=0.5, warmup=0.0)
+    phase, stepped = recorded_run(field, task, schedule)
     assert len(evaluated) == 5 and len(stepped) == 8
     weights, lr, count = stepped[4]  # the second cycle's first step
     assert all(torch.equal(w, b) for w, b in zip(weights, evaluated[1]))
@@ -101,10 +107,10 @@ def test_a_second_start_retrains_the_first_cycle_from_fresh_weights_and_keeps_ea
     field, task, evaluated = scripted_two_cells(
         [[1.0, 1.0], [0.5, 0.9], [0.6, 0.8], [0.9, 0.4], [0.8, 0.6], [0.7, 0.7], [0.7, 0.7]])
     initial = [p.detach().clone() for p in field.parameters()]
-    options = FitOptions(eval_every=2, compile=False, cycles=2, cycle_decay=0.5, warmup=0.0,
-                         starts=2)
-    loop, stepped = recorded_run(field, task, options)
-    assert loop.total_steps == 12 and len(stepped) == 12 and len(evaluated) == 7
+    schedule = Schedule(steps=8, lr=1e-2, eval_every=2, cycles=2, cycle_decay=0.5, warmup=0.0,
+                        starts=2)
+    phase, stepped = recorded_run(field, task, schedule)
+    assert phase.total_steps == 12 and len(stepped) == 12 and len(evaluated) == 7
     fresh, lr, count = stepped[4]  # the second start: new weights of the same ranges
     assert count == 0 and math.isclose(lr, 1e-2, rel_tol=1e-6)  # the first cycle's peak
     for w, before, trained in zip(fresh, initial, evaluated[2]):
@@ -121,10 +127,8 @@ def test_frozen_tensors_stay_as_they_are_while_the_others_train():
     field, task, _ = scripted_two_cells([[1.0, 1.0], [0.5, 0.5], [0.4, 0.4]])
     names = [n for n, _ in field.named_parameters()]
     before = {n: p.detach().clone() for n, p in field.named_parameters()}
-    loop = _Loop(task, FitOptions(eval_every=2, compile=False), 4, 1e-2, None,
-                 torch.Generator().manual_seed(2), lambda step, psnr: None,
-                 frozen=frozenset(names[:2]))
-    loop.run()
+    trainer_for(task, Schedule(eval_every=2), frozen=frozenset(names[:2])).run(
+        [Segment(4, 1e-2)])
     after = dict(field.named_parameters())
     assert all(torch.equal(after[n], before[n]) for n in names[:2])
     assert not any(torch.equal(after[n], before[n]) for n in names[2:])

@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import inrcodec
-from inrcodec import container
-from inrcodec.codec import load_model
+from inrcodec.bitstream import load_model
 from inrcodec.errors import InrFormatError
 
 FUZZ = settings(max_examples=150, deadline=None,
@@ -51,7 +50,7 @@ def test_header_layout_is_exact(encoded, image):
 
 
 def test_parse_and_serialise_are_inverse(encoded):
-    assert container.parse(encoded.data).to_bytes() == encoded.data
+    assert inrcodec.parse(encoded.data).to_bytes() == encoded.data
 
 
 @FUZZ

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 
 import inrcodec
-from inrcodec.codec import psnr
+from inrcodec.metrics import psnr
 
 
 @pytest.fixture(scope="module")

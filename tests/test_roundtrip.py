@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import inrcodec
-from inrcodec.codec import psnr
+from inrcodec.metrics import psnr
 
 from .helpers import FAST, crop
 
@@ -120,7 +120,7 @@ def test_decode_refuses_absurd_output_sizes(encoded):
 
 def test_device_choice(image, encoded):
     import torch
-    from inrcodec.codec import resolve_device
+    from inrcodec.decoder import resolve_device
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(inrcodec.InrInputError, match="device"):

@@ -1,10 +1,11 @@
-"""The codecs a benchmark compares, behind one interface.
+"""The codecs a benchmark compares, as classes behind one interface (:class:`BenchCodec`).
 
 A codec spec is a name from :data:`classical.CODECS` (``jpeg``, ``jpeg444``, ``webp``, ``avif``,
-``jpeg2000``) or ``inr:FAMILY`` with options joined by ``+``, e.g. ``inr:gridded+effort=best``
-or ``inr:siren+encoding=positional:6+depth=5``. Options in :data:`COMPRESS_OPTIONS` go to
-:func:`inrcodec.compress`; any other is a hyper-parameter of the family. A classical codec's settings are its quality sweep; an inr codec's
-settings are target bits per pixel.
+``jpeg2000``) or ``inr:FAMILY`` with settings joined by ``+``, e.g. ``inr:gridded+effort=best``
+or ``inr:siren+encoding=positional:6+depth=5+cycles=2``: any key that
+:class:`~inrcodec.options.EncodeOptions` takes (an option, a training override or a
+hyper-parameter of the family), checked when the spec is parsed. A classical codec's settings
+are its quality sweep; an inr codec's settings are target bits per pixel.
 """
 
 from __future__ import annotations
@@ -12,29 +13,79 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import InrInputError
+from ..options import EncodeOptions
+from ..presets import FAMILY_NAMES
 from .classical import CODECS, Classical
 
 #: Default rate targets (bpp) of inr codecs: they bracket 0.25, 0.5 and 1 bpp.
 INR_TARGETS = (0.15, 0.3, 0.6, 1.1)
-#: Options that go to inrcodec.compress (the last ones are FitOptions overrides, for ablations);
-#: any other option of an inr codec is a hyper-parameter of its family.
-COMPRESS_OPTIONS = {"effort", "steps", "seed", "encoding", "color", "bits", "compile", "lr",
-                    "batch", "qat_steps", "qat_lr", "lr_floor", "warmup", "eval_every",
-                    "allocation", "window_weights", "bits_per_weight", "coder"}
 
 
 @dataclass
-class Outcome:
+class Coded:
+    """One image through one codec at one setting: the file, its decoding and their times."""
+
     data: bytes
     decoded: np.ndarray
     encode_seconds: float
     decode_seconds: float
+
+
+class BenchCodec:
+    """A codec under test: its spec and label, the settings it sweeps, a fingerprint of its
+    implementation (cached results are redone when it changes), and one encode and decode."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, spec: str, label: str):
+        self.spec, self.label = spec, label
+
+    @property
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def settings(self, points: int | None = None, bpps: list[float] | None = None
+                 ) -> list[float]:
+        raise NotImplementedError
+
+    def run(self, pixels: np.ndarray, setting: float, effort: str | None = None) -> Coded:
+        raise NotImplementedError
+
+
+class ClassicalCodec(BenchCodec):
+    """One of Pillow's codecs, swept over its quality settings."""
+
+    kind = "classical"
+
+    def __init__(self, spec: str, codec: Classical):
+        super().__init__(spec, codec.label)
+        self.codec = codec
+
+    @property
+    def fingerprint(self) -> str:
+        from PIL import __version__ as pillow, features
+        return f"pillow-{pillow}-{features.version(self.codec.feature)}"
+
+    def settings(self, points=None, bpps=None):
+        settings = list(self.codec.settings)
+        if points and points < len(settings):
+            picks = np.linspace(0, len(settings) - 1, points).round().astype(int)
+            settings = [settings[i] for i in sorted(set(picks))]
+        return settings
+
+    def run(self, pixels, setting, effort=None):
+        start = time.perf_counter()
+        data = self.codec.encode(pixels, setting)
+        encoded = time.perf_counter()
+        decoded = self.codec.decode(data)
+        return Coded(data, decoded, encoded - start, time.perf_counter() - encoded)
 
 
 def _code_fingerprint() -> str:
@@ -48,66 +99,55 @@ def _code_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
-def _number(text: str):
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return text
+class InrCodec(BenchCodec):
+    """A family of ours with the spec's settings, at target rates in bits per pixel."""
 
+    kind = "inr"
 
-@dataclass
-class BenchCodec:
-    spec: str
-    label: str
-    kind: str  # "classical" or "inr"
-    classical: Classical | None = None
-    family: str = ""
-    options: dict = field(default_factory=dict)
+    def __init__(self, spec: str, label: str, options: EncodeOptions, effort_given: bool):
+        super().__init__(spec, label)
+        self.options, self.effort_given = options, effort_given
+
+    @property
+    def family(self) -> str:
+        return self.options.model
 
     @property
     def fingerprint(self) -> str:
-        if self.kind == "inr":
-            return "inr-" + _code_fingerprint()
-        from PIL import __version__ as pillow, features
-        return f"pillow-{pillow}-{features.version(self.classical.feature)}"
+        return "inr-" + _code_fingerprint()
 
-    def settings(self, points: int | None = None, bpps: list[float] | None = None
-                 ) -> list[float]:
-        if self.kind == "inr":
-            if bpps:
-                return list(bpps)
-            if points:
-                if points == 1:
-                    return [0.3]
-                return [round(math.exp(math.log(0.15) + i * math.log(1.1 / 0.15) / (points - 1)),
-                              3) for i in range(points)]
-            return list(INR_TARGETS)
-        settings = list(self.classical.settings)
-        if points and points < len(settings):
-            picks = np.linspace(0, len(settings) - 1, points).round().astype(int)
-            settings = [settings[i] for i in sorted(set(picks))]
-        return settings
+    def settings(self, points=None, bpps=None):
+        if bpps:
+            return list(bpps)
+        if points:
+            if points == 1:
+                return [0.3]
+            return [round(math.exp(math.log(0.15) + i * math.log(1.1 / 0.15) / (points - 1)), 3)
+                    for i in range(points)]
+        return list(INR_TARGETS)
 
-    def run(self, pixels: np.ndarray, setting: float, effort: str | None = None) -> Outcome:
-        if self.kind == "classical":
-            start = time.perf_counter()
-            data = self.classical.encode(pixels, setting)
-            encoded = time.perf_counter()
-            decoded = self.classical.decode(data)
-            return Outcome(data, decoded, encoded - start, time.perf_counter() - encoded)
-        import inrcodec
-        options = {k: v for k, v in self.options.items() if k in COMPRESS_OPTIONS}
-        hparams = {k: v for k, v in self.options.items() if k not in COMPRESS_OPTIONS}
-        if effort and "effort" not in options:
-            options["effort"] = effort
+    def run(self, pixels, setting, effort=None):
+        from ..decoder import decode
+        from ..encoder import encode
+        options = self.options.replace(bpp=setting)
+        if effort and not self.effort_given:
+            options = options.replace(effort=effort)
         start = time.perf_counter()
-        data = inrcodec.encode(pixels, model=self.family, bpp=setting, hparams=hparams, **options)
+        data = encode(pixels, options)
         encoded = time.perf_counter()
-        decoded = inrcodec.decode(data)
-        return Outcome(data, decoded, encoded - start, time.perf_counter() - encoded)
+        decoded = decode(data)
+        return Coded(data, decoded, encoded - start, time.perf_counter() - encoded)
+
+
+def _value(text: str):
+    """A spec value as a number or boolean where it reads as one (for the label; the options
+    convert each value to its key's type)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text, text)
 
 
 def parse_codec(spec: str) -> BenchCodec:
@@ -116,27 +156,27 @@ def parse_codec(spec: str) -> BenchCodec:
         codec = CODECS[spec]
         if not codec.available():
             raise InrInputError(f"Pillow here has no {codec.label} support")
-        return BenchCodec(spec, codec.label, "classical", classical=codec)
+        return ClassicalCodec(spec, codec)
     if spec.startswith("inr:"):
-        from ..models import FAMILIES
         name, *opts = spec[4:].split("+")
-        if name not in FAMILIES:
+        if name not in FAMILY_NAMES:
             raise InrInputError(f"unknown model family in {spec!r}; choose from "
-                                f"{', '.join(FAMILIES)}")
-        options = {}
+                                f"{', '.join(FAMILY_NAMES)}")
+        settings = {}
         for opt in opts:
             key, sep, value = opt.partition("=")
-            if not sep:
+            if not sep or not key:
                 raise InrInputError(f"codec option {opt!r} in {spec!r} is not key=value")
-            value = _number(value)
-            options[key] = {"true": True, "false": False}.get(value, value) \
-                if isinstance(value, str) else value
-        label = "inr " + name + "".join(f" {k}={v}" for k, v in options.items())
-        return BenchCodec(spec, label, "inr", family=name, options=options)
+            settings[key] = _value(value)
+        try:
+            options = EncodeOptions.from_settings(settings, model=name)
+        except InrInputError as exc:
+            raise InrInputError(f"{spec}: {exc}") from None
+        label = "inr " + name + "".join(f" {k}={v}" for k, v in settings.items())
+        return InrCodec(spec, label, options, "effort" in settings)
     raise InrInputError(f"unknown codec {spec!r}; choose from {', '.join(CODECS)} or inr:FAMILY")
 
 
 def default_codecs() -> list[str]:
-    from ..models import FAMILIES
-    return [f"inr:{name}" for name in FAMILIES] + [
+    return [f"inr:{name}" for name in FAMILY_NAMES] + [
         name for name, codec in CODECS.items() if codec.available()]

@@ -27,11 +27,11 @@ from PIL import Image
 
 from ..errors import InrInputError
 from ..imageio import to_pil
+from ..metrics import psnr
 from . import report
 from .classical import CODECS, jpeg_at_size
 from .codecs import BenchCodec, parse_codec
 from .datasets import BenchImage, centre_crop, load_dataset
-from .metrics import psnr
 from .runner import Cache, Job, run_jobs
 
 VISUAL_BPP = 0.25
@@ -204,10 +204,10 @@ def write_rd(config, name, images, rows, jobs, cache, out, provenance) -> Path:
 
 
 def _decoded(job: Job, row: dict, cache: Cache) -> np.ndarray | None:
-    import inrcodec
+    from ..decoder import decode
     if row["kind"] == "inr":
         data = cache.file(job)
-        return None if data is None else inrcodec.decode(data)
+        return None if data is None else decode(data)
     codec = CODECS[row["codec"]]
     return codec.decode(codec.encode(job.image.pixels, job.setting))
 
@@ -247,7 +247,7 @@ def _resize(pixels: np.ndarray, size: tuple[int, int], method) -> np.ndarray:
 
 
 def write_upscale(config, name, images, codecs, jobs, cache, out, provenance) -> Path:
-    import inrcodec
+    from ..decoder import decode
     originals = {im.name: im.pixels for im in load_dataset(config.dataset, config.limit,
                                                            config.crop, config.names)[1]}
     methods = ["inr --scale 2", "inr 1x + bicubic", "inr 1x + Lanczos", "inr 1x + nearest",
@@ -264,8 +264,8 @@ def write_upscale(config, name, images, codecs, jobs, cache, out, provenance) ->
         full = full[:h, :w]
         small = job.image.pixels
         scores = table.setdefault((job.spec, job.setting), {m: [] for m in methods})
-        two = inrcodec.decode(data, scale=2)
-        one = inrcodec.decode(data)
+        two = decode(data, scale=2)
+        one = decode(data)
         jpeg = jpeg_at_size(small, len(data))
         results = {
             "inr --scale 2": two,

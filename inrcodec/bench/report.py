@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .bdrate import bd_psnr, bd_rate, psnr_at
-from .metrics import ms_ssim_db
+from ..metrics import ms_ssim_db
 
 RATES = (0.25, 0.5, 1.0)
 REFERENCE = "jpeg"

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ..errors import InrError
+from ..metrics import ms_ssim, psnr
+from ..parallel import run_unordered
 from .codecs import parse_codec
 from .datasets import BenchImage
-from .metrics import ms_ssim, psnr
 
 
 @dataclass(frozen=True)
@@ -99,11 +96,6 @@ def run_job(job: Job) -> tuple[dict, bytes | None]:
     return row, outcome.data if codec.kind == "inr" else None
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-    torch.set_num_threads(threads)
-
-
 class Cache:
     def __init__(self, folder: Path):
         self.folder = folder
@@ -170,22 +162,7 @@ def run_jobs(jobs: list[Job], cache: Cache, workers: int = 1,
             todo.append(job)
         else:
             done(job, row, True)
-    if workers <= 1:
-        for job in todo:
-            row, data = run_job(job)
-            cache.put(job, row, data)
-            done(job, row, False)
-        return rows
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(run_job, job): job for job in todo}
-        for future in as_completed(futures):
-            row, data = future.result()
-            cache.put(futures[future], row, data)
-            done(futures[future], row, False)
+    for i, (row, data) in run_unordered(run_job, [(job,) for job in todo], workers):
+        cache.put(todo[i], row, data)
+        done(todo[i], row, False)
     return rows
-
-
-def image_lookup(images: list[BenchImage]) -> dict[str, np.ndarray]:
-    return {im.name: im.pixels for im in images}

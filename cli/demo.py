@@ -8,9 +8,11 @@ from typing import Callable
 
 import numpy as np
 
-from .bench.classical import CODECS, jpeg_at_size
-from .codec import compress, decode, psnr
-from .imageio import image_bytes, write_atomic
+from inrcodec.bench.classical import CODECS, jpeg_at_size
+from inrcodec.decoder import decode
+from inrcodec.encoder import compress
+from inrcodec.imageio import image_bytes, write_atomic
+from inrcodec.metrics import psnr
 
 
 def sample_image() -> tuple[str, np.ndarray]:

@@ -1,0 +1,161 @@
+"""The shape of the library (docs/architecture.md): one options schema that every entry point
+uses, imports that flow one way, and a decoder that loads no training code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import inrcodec
+from inrcodec.bench.codecs import parse_codec
+from inrcodec.options import EncodeOptions
+from inrcodec.presets import FAMILY_NAMES, PRESETS, SCHEDULE_KEYS
+from inrcodec_cli.main import app
+
+from .helpers import crop
+
+
+def modules_after(code: str) -> set[str]:
+    """The modules of ours and torch's that a fresh interpreter holds after running ``code``."""
+    script = code + "\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules if " \
+                    "m.split('.')[0] in ('inrcodec', 'inrcodec_cli', 'torch'))))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+TRAINING = {"inrcodec.fit", "inrcodec.presets", "inrcodec.ratecontrol", "inrcodec.options",
+            "inrcodec.encoder"}
+
+
+def test_decoding_loads_no_training_code(encoded, tmp_path):
+    path = tmp_path / "a.inr"
+    path.write_bytes(encoded.data)
+    loaded = modules_after(
+        "import inrcodec\n"
+        f"data = open({str(path)!r}, 'rb').read()\n"
+        "assert inrcodec.decode(data, scale=2).shape[0] == 96\n"
+        "inrcodec.info(data)\n"
+        "from PIL import Image\n"
+        f"Image.open({str(path)!r}).load()\n")
+    assert "inrcodec.decoder" in loaded
+    assert not loaded & TRAINING, loaded & TRAINING
+    assert not any(m.startswith(("inrcodec.bench", "inrcodec_cli")) for m in loaded)
+
+
+def test_names_efforts_and_coders_are_known_without_torch():
+    loaded = modules_after(
+        "import inrcodec\n"
+        "from inrcodec_cli.main import app\n"
+        "from inrcodec.options import EncodeOptions\n"
+        "EncodeOptions(model='dct', effort='best', coder='zstd', training={'steps': 5})\n"
+        "print(inrcodec.FAMILY_NAMES, inrcodec.EFFORTS)")
+    assert not any(m == "torch" or m.startswith("torch.") for m in loaded)
+
+
+def test_help_and_version_do_not_import_torch():
+    for args in (["--help"], ["--version"], ["encode", "--help"]):
+        loaded = modules_after("import sys\nfrom inrcodec_cli.main import app\n"
+                               f"sys.argv = ['inr', *{args!r}]\n"
+                               "try:\n    app(prog_name='inr')\nexcept SystemExit:\n    pass")
+        assert "torch" not in loaded, args
+
+
+def test_the_container_and_coders_know_nothing_of_models_and_the_library_nothing_of_its_users():
+    loaded = modules_after("import inrcodec.container, inrcodec.entropy")
+    assert not any(m.startswith("inrcodec.models") for m in loaded)
+    loaded = modules_after("import inrcodec.encoder, inrcodec.decoder, inrcodec.bench.main")
+    assert not any(m.startswith("inrcodec_cli") for m in loaded)
+
+
+def test_every_family_has_a_preset_for_every_effort_and_the_registry_agrees():
+    assert tuple(inrcodec.FAMILIES) == FAMILY_NAMES
+    for name, family in inrcodec.FAMILIES.items():
+        assert family.name == name and set(PRESETS[name]) == set(inrcodec.EFFORTS)
+
+
+def test_every_schema_key_is_accepted_by_every_entry_point():
+    # Each setting with a value of its type, given as a string the way a command line does.
+    samples = {int: "2", float: "0.5", bool: "true", str: "uniform"}
+    training = {k: samples[t] for k, t in SCHEDULE_KEYS.items()}
+    training.update(steps="40", lr="1e-3", qat_lr="1e-3", progressive_lr="1e-4", warmup="0.01",
+                    lr_floor="0.01", batch="256")
+    options = EncodeOptions.from_settings(training, model="gridded")
+    assert options.schedule().cycles == 2 and options.schedule().allocation == "uniform"
+    fields = dict(effort="fast", bpp="1.5", encoding="positional:4", color="ycbcr",
+                  coder="zstd", bits_per_weight="6", seed="3", device="cpu", threads="1",
+                  compile="false", rows="2", cols="2", width="12", depth="2", overlap="0.1",
+                  w0_first="20", w0="30")
+    options = EncodeOptions.from_settings(fields, model="gridded")
+    assert (options.bpp, options.seed, options.compile) == (1.5, 3, False)
+    assert options.hparams == {"rows": 2, "cols": 2, "width": 12, "depth": 2,
+                               "overlap": pytest.approx(0.1, abs=1e-4), "w0_first": 20.0,
+                               "w0": 30.0}
+    spec = "inr:gridded+" + "+".join(f"{k}={v}" for k, v in {**training, **fields}.items())
+    assert parse_codec(spec).options.schedule() == \
+        EncodeOptions.from_settings(training, model="gridded").schedule()
+    # The issue's own example: a training setting in a bench spec.
+    assert parse_codec("inr:gridded+cycles=2").options.schedule().cycles == 2
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"widht": "16"}, "unknown option(s) 'widht' for gridded; valid keys: model"),
+    ({"cycles": "two"}, "cycles takes an int, not 'two'"),
+    ({"cycles": "0"}, "cycles must be at least 1"),
+    ({"width": "0"}, "width = 0 is outside [1, 2048]"),
+    ({"allocation": "even"}, "allocation must be sensitivity or uniform"),
+    ({"effort": "max"}, "unknown effort 'max'; choose from fast, default, best"),
+    ({"compile": "maybe"}, "compile takes a bool"),
+    ({"encoding": "fourier:x"}, "invalid literal"),
+])
+def test_bad_settings_fail_with_the_valid_choices(settings, message):
+    with pytest.raises(inrcodec.InrInputError) as error:
+        EncodeOptions.from_settings(settings, model="gridded")
+    assert message in str(error.value)
+    with pytest.raises(inrcodec.InrInputError):
+        parse_codec("inr:gridded+" + "+".join(f"{k}={v}" for k, v in settings.items()))
+
+
+def test_cli_takes_every_setting_through_hparam_and_refuses_others_before_work(tmp_path):
+    from PIL import Image
+    png = tmp_path / "in.png"
+    Image.fromarray(crop()).save(png)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["encode", str(png), "-o", str(tmp_path / "a.inr"), "--bpp", "2",
+                             "--effort", "fast", "--hparam", "steps=20", "--hparam", "cycles=2",
+                             "--hparam", "width=10", "--hparam", "compile=false", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert inrcodec.info((tmp_path / "a.inr").read_bytes())["hparams"]["width"] == 10
+    bad = runner.invoke(app, ["encode", str(png), "-o", str(tmp_path / "b.inr"),
+                              "--hparam", "cylces=2"])
+    assert bad.exit_code == 1 and "valid keys" in bad.stderr and "cycles" in bad.stderr
+    assert not (tmp_path / "b.inr").exists()
+    twice = runner.invoke(app, ["encode", str(png), "-o", str(tmp_path / "c.inr"),
+                                "--steps", "5", "--hparam", "steps=6"])
+    assert twice.exit_code == 1 and "steps is given twice" in twice.stderr
+
+
+def test_pillow_save_uses_the_same_schema(tmp_path):
+    from PIL import Image
+    im = Image.fromarray(crop())
+    with pytest.raises(OSError, match="valid keys"):
+        im.save(tmp_path / "a.inr", bpp=2.0, widht=16)
+    im.save(tmp_path / "b.inr", options=EncodeOptions(bpp=2.0, effort="fast",
+                                                      training={"steps": 10}, compile=False))
+    assert inrcodec.info((tmp_path / "b.inr").read_bytes())["model"] == "gridded"
+
+
+def test_the_pillow_plugin_recognises_what_the_container_writes():
+    from inrcodec import container, pillow
+    assert pillow.PREFIX == container.MAGIC + bytes([container.VERSION])
+
+
+def test_the_package_exports_what_it_lists():
+    assert sorted(inrcodec.__all__) == sorted(["InrError", "InrFormatError", "InrInputError",
+                                               "__version__", *inrcodec._LAZY])
+    for name in inrcodec.__all__:
+        assert getattr(inrcodec, name) is not None
