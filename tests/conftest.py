@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+import torch
 
 import inrcodec
 
 from .helpers import FAST, crop
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One process per core (pyproject.toml's addopts): more threads than cores would thrash.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,11 @@ uses, imports that flow one way, and a decoder that loads no training code."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -47,29 +49,74 @@ def test_decoding_loads_no_training_code(encoded, tmp_path):
     assert not any(m.startswith(("inrcodec.bench", "inrcodec_cli")) for m in loaded)
 
 
-def test_names_efforts_and_coders_are_known_without_torch():
+def test_names_efforts_coders_help_and_version_need_no_torch():
     loaded = modules_after(
-        "import inrcodec\n"
+        "import inrcodec, sys\n"
         "from inrcodec_cli.main import app\n"
         "from inrcodec.options import EncodeOptions\n"
         "EncodeOptions(model='dct', effort='best', coder='zstd', training={'steps': 5})\n"
-        "print(inrcodec.FAMILY_NAMES, inrcodec.EFFORTS)")
+        "print(inrcodec.FAMILY_NAMES, inrcodec.EFFORTS)\n"
+        "for args in (['--help'], ['--version'], ['encode', '--help']):\n"
+        "    sys.argv = ['inr', *args]\n"
+        "    try:\n"
+        "        app(prog_name='inr')\n"
+        "    except SystemExit:\n"
+        "        pass")
+    assert "inrcodec_cli.main" in loaded
     assert not any(m == "torch" or m.startswith("torch.") for m in loaded)
 
 
-def test_help_and_version_do_not_import_torch():
-    for args in (["--help"], ["--version"], ["encode", "--help"]):
-        loaded = modules_after("import sys\nfrom inrcodec_cli.main import app\n"
-                               f"sys.argv = ['inr', *{args!r}]\n"
-                               "try:\n    app(prog_name='inr')\nexcept SystemExit:\n    pass")
-        assert "torch" not in loaded, args
+ROOT = Path(__file__).resolve().parent.parent
+#: The layers of docs/architecture.md: a module imports only from its own layer or below.
+LAYERS = {
+    "errors": 1, "fields": 1, "presets": 1, "entropy": 1, "rans": 1,
+    "imageio": 2, "color": 2, "encodings": 2, "quantize": 2, "container": 2, "metrics": 2,
+    "parallel": 2,
+    "models": 3,
+    "bitstream": 4, "decoder": 4,
+    "options": 5, "fit": 5, "ratecontrol": 5, "encoder": 5, "pillow": 5,
+    "bench": 6,
+    "cli": 7,
+}
 
 
-def test_the_container_and_coders_know_nothing_of_models_and_the_library_nothing_of_its_users():
-    loaded = modules_after("import inrcodec.container, inrcodec.entropy")
-    assert not any(m.startswith("inrcodec.models") for m in loaded)
-    loaded = modules_after("import inrcodec.encoder, inrcodec.decoder, inrcodec.bench.main")
-    assert not any(m.startswith("inrcodec_cli") for m in loaded)
+def layer_of(module: str) -> int | None:
+    """The layer of a dotted module name of ours (None: not ours, or the package itself)."""
+    parts = module.split(".")
+    if parts[0] == "inrcodec_cli":
+        return LAYERS["cli"]
+    return LAYERS.get(parts[1]) if parts[0] == "inrcodec" and len(parts) > 1 else None
+
+
+def imports_of(path: Path, package: str) -> set[str]:
+    """Every module of ours that ``path`` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {m for m in found if layer_of(m) is not None}
+
+
+def test_imports_flow_one_way():
+    files = [(p, "inrcodec" + "".join(f".{q}" for q in p.relative_to(ROOT / "inrcodec").parts[:-1]))
+             for p in (ROOT / "inrcodec").rglob("*.py") if p.name != "__init__.py"
+             or p.parent.name != "inrcodec"]
+    files += [(p, "inrcodec_cli") for p in (ROOT / "cli").glob("*.py")]
+    wrong = []
+    for path, package in files:
+        own = layer_of(package + "." + path.stem) if package == "inrcodec" else layer_of(package)
+        for module in imports_of(path, package):
+            if layer_of(module) > own:
+                wrong.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not wrong, wrong
+    assert LAYERS.keys() >= {p.stem for p in (ROOT / "inrcodec").glob("*.py")} - {"__init__"}
 
 
 def test_every_family_has_a_preset_for_every_effort_and_the_registry_agrees():

@@ -35,6 +35,15 @@ def test_cli_doc_lists_every_familys_steps_per_effort():
         assert f"| `{name}` | {steps} |" in text, name
 
 
+def test_cli_doc_lists_every_setting_of_the_schema():
+    from inrcodec.options import FIELD_TYPES
+    from inrcodec.presets import SCHEDULE_KEYS
+    text = (ROOT / "docs" / "cli.md").read_text()
+    section = text[text.index("## Settings"):text.index("## `inr decode")]
+    for key in [*FIELD_TYPES, *SCHEDULE_KEYS]:
+        assert f"`{key}`" in section, key
+
+
 def test_format_doc_lists_every_family_and_its_fields():
     text = (ROOT / "docs" / "format.md").read_text()
     for name, family in inrcodec.FAMILIES.items():
