@@ -94,8 +94,9 @@ def compress(image: ImageLike, options: EncodeOptions | None = None, *,
     family's hyper-parameters (``hparams={...}``, or by name), which go on top of ``options``.
     ``progress`` receives the trainer's progress.
     """
-    options = (options or EncodeOptions()).with_settings(settings) if settings \
-        else options or EncodeOptions()
+    options = options or EncodeOptions()
+    if settings:
+        options = options.with_settings(settings)
     start = time.perf_counter()
     pixels = load_image(image)
     height, width, channels = pixels.shape

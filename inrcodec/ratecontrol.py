@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -77,7 +78,7 @@ class RatePlan:
     def finish(self, quants: dict[str, TensorQuant]) -> bytes:
         """The file of the fitted model: with a bit depth, as it comes; with a rate target,
         coarsened until it fits, the model's weights then set to what the file stores."""
-        write = lambda q: bitstream.write(self.model, q, self.coder)  # noqa: E731
+        write = partial(bitstream.write, self.model, coder=self.coder)
         if self.bits is not None:
             return write(quants)
         tensors = {n: p.detach() for n, p in self.model.tensors()}

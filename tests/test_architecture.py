@@ -47,6 +47,17 @@ def test_decoding_loads_no_training_code(encoded, tmp_path):
     assert "inrcodec.decoder" in loaded
     assert not loaded & TRAINING, loaded & TRAINING
     assert not any(m.startswith(("inrcodec.bench", "inrcodec_cli")) for m in loaded)
+    # inr decode and inr info: the command line knows the families' names (presets.py, data
+    # for its help) and loads no training code either.
+    loaded = modules_after(
+        "import sys\nfrom inrcodec_cli.main import app\n"
+        f"for args in (['decode', {str(path)!r}, '-o', {str(tmp_path / 'a.png')!r}],\n"
+        f"             ['info', {str(path)!r}]):\n"
+        "    sys.argv = ['inr', *args]\n"
+        "    try:\n        app(prog_name='inr')\n    except SystemExit as exit:\n"
+        "        assert not exit.code, exit.code")
+    assert "inrcodec.decoder" in loaded and (tmp_path / "a.png").exists()
+    assert not loaded & (TRAINING - {"inrcodec.presets"}), loaded & TRAINING
 
 
 def test_names_efforts_coders_help_and_version_need_no_torch():
