@@ -5,20 +5,21 @@ A tensor of ``bits`` b holds integer symbols in [-qmax, qmax], qmax = 2^(b-1) - 
 the names users choose (``--coder``) to coders, and each coder's ``coder_id`` is what the file
 stores.
 
-Coder 0, ``zstd``: every symbol q is mapped to an unsigned integer (0, -1, 1, -2, ... ->
-0, 1, 2, 3, ...: :func:`fold`), so small magnitudes of either sign become small bytes. The low bytes of all
-tensors come first, in tensor order, then the high bytes of the tensors whose bit depth exceeds 8
-(byte-planar layout): zstd then sees long runs of similarly distributed bytes instead of
-interleaved high bytes that are nearly always zero. The stream is one zstd frame, with its content
-size recorded, which the decoder checks against the size implied by the header before it
-decompresses anything.
+Coder 0, ``zstd``: every symbol q is folded to an unsigned integer (0, -1, 1, -2, ... -> 0, 1,
+2, 3, ...: :func:`fold`), so small magnitudes of either sign become small bytes. The low bytes of
+all tensors come first, in tensor order, then the high bytes of the tensors whose bit depth
+exceeds 8 (byte-planar layout): zstd then sees long runs of similarly distributed bytes instead
+of interleaved high bytes that are nearly always zero. The stream is one zstd frame, with its
+content size recorded, which the decoder checks against the size implied by the header before
+it decompresses anything.
 
 Coder 1, ``rans`` (the default): each tensor's symbols are modelled as a two-sided geometric
-distribution, p(q) ~ r^|q| on -qmax..qmax, whose ratio r (a u16 fraction of 2^16, the maximum-
-likelihood fit to the tensor) is stored, and all tensors are coded as one rANS stream (:mod:`.rans`).
-On Kodak that payload is 3-6% smaller than coder 0's. The ratios and the stream are still wrapped
-in one zstd frame, the container's compressor, which stores them as they are for a few bytes; its
-content size is checked against the largest stream the header allows before decompression.
+distribution, p(q) ~ r^|q| on -qmax..qmax, whose ratio r (a u16 fraction of 2^16, the
+maximum-likelihood fit to the tensor) is stored, and all tensors are coded as one rANS stream
+(:mod:`.rans`, which says why it is ours). On Kodak that payload is 3-6% smaller than coder 0's.
+The ratios and the stream are still wrapped in one zstd frame, the container's compressor, which
+stores them as they are for a few bytes; its content size is checked against the largest stream
+the header allows before decompression.
 """
 
 from __future__ import annotations

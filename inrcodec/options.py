@@ -67,6 +67,10 @@ class EncodeOptions:
     compile: bool | None = None
 
     def __post_init__(self):
+        for name, kind in FIELD_TYPES.items():  # strings from a command line become values
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _coerce(name, value, kind))
         _choice("model", self.model, FAMILY_NAMES)
         _choice("effort", self.effort, EFFORTS)
         _choice("entropy coder", self.coder, tuple(entropy.CODERS))
@@ -87,12 +91,13 @@ class EncodeOptions:
             raise InrInputError(f"seed must be in 0..2^63-1, not {self.seed}")
         if self.threads is not None and self.threads < 1:
             raise InrInputError(f"threads must be at least 1, not {self.threads}")
-        object.__setattr__(self, "training", dict(self.training))
         object.__setattr__(self, "hparams", dict(self.hparams))
         for key in self.training:
             if key not in SCHEDULE_KEYS:
                 raise InrInputError(f"unknown training setting {key!r}; valid: "
                                     f"{', '.join(SCHEDULE_KEYS)}")
+        object.__setattr__(self, "training", {k: _coerce(k, v, SCHEDULE_KEYS[k])
+                                              for k, v in self.training.items()})
         try:
             self.schedule()
         except ValueError as exc:
@@ -122,14 +127,12 @@ class EncodeOptions:
                 hparams.update(value or {})
             elif key == "training":
                 training.update(value or {})
-            elif key == "steps":
-                training["steps"] = _coerce(key, value, int)
             elif key in FIELD_TYPES:
-                fields[key] = None if value is None else _coerce(key, value, FIELD_TYPES[key])
+                fields[key] = value
             elif key in SCHEDULE_KEYS:
-                training[key] = _coerce(key, value, SCHEDULE_KEYS[key])
+                training[key] = value
             else:
-                hparams[key] = _number(key, value) if isinstance(value, str) else value
+                hparams[key] = value
         return dataclasses.replace(self, **fields, hparams=hparams, training=training)
 
     def replace(self, **changes: Any) -> EncodeOptions:
@@ -231,6 +234,8 @@ def _check_hparams(model: str, hparams: dict) -> dict:
                             f"{valid_keys(model)}")
     out = {}
     for key, value in hparams.items():
+        if isinstance(value, str):
+            value = _number(key, value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InrInputError(f"{key} takes a number, not {value!r}")
         out[key] = fields[key].check(value, InrInputError)

@@ -12,6 +12,11 @@ arithmetic, so every platform builds the same tables and decodes the same symbol
 - The stream is the final state (8 bytes) followed by the emitted 32-bit words, last emitted
   first, all little-endian. The encoder starts from x = LOW, so a decoder that ends anywhere else,
   or with words left over, has been given a corrupt stream.
+
+Why our own rather than a library's: the stream is part of the `.inr` format, documented byte by
+byte in docs/format.md and decoded by every future version from old files, so its layout and
+arithmetic must be ours to fix forever, not a dependency's to change; and the coder is a
+hundred lines of integer arithmetic. zstd, the container's compressor, is the library's.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ RATE_TOLERANCE = 1.05
 #: How far (as a factor either way) sensitivity may move a tensor's step from the median.
 MAX_SPREAD = 16.0
 
+
 @dataclass
 class RatePlan:
     """An encode's rate control: the sized model, the byte budget and, for the trainer, the

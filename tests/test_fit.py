@@ -122,7 +122,6 @@ def test_a_second_start_retrains_the_first_cycle_from_fresh_weights_and_keeps_ea
         assert torch.equal(w[0], first[0]) and torch.equal(w[1], second[1])
 
 
-
 def test_frozen_tensors_stay_as_they_are_while_the_others_train():
     field, task, _ = scripted_two_cells([[1.0, 1.0], [0.5, 0.5], [0.4, 0.4]])
     names = [n for n, _ in field.named_parameters()]
