@@ -69,12 +69,14 @@ def encode_file(source: str, target: str, options) -> dict:
     return result.as_dict()
 
 
-def decode_file(source: str, target: str, scale=None, size=None, device="cpu") -> dict:
+def decode_file(source: str, target: str, scale=None, size=None, device="cpu",
+                max_pixels=None, max_work=None) -> dict:
     from inrcodec.decoder import decode
     from inrcodec.imageio import image_bytes, image_format, write_atomic
     start = time.perf_counter()
     data = Path(source).read_bytes()
-    pixels = decode(data, scale=scale, size=size, device=device)
+    pixels = decode(data, scale=scale, size=size, device=device, max_pixels=max_pixels,
+                    max_work=max_work)
     write_atomic(target, image_bytes(pixels, image_format(target)))
     h, w = pixels.shape[:2]
     return {"width": w, "height": h, "seconds": time.perf_counter() - start}

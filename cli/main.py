@@ -209,16 +209,22 @@ def decode(
     size: Optional[str] = typer.Option(None, help="Render at exactly WIDTHxHEIGHT."),
     jobs: int = typer.Option(1, min=1, help="Files decoded in parallel (several inputs)."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto (CUDA when present)."),
+    max_pixels: Optional[int] = typer.Option(None, min=1, help="Allow decodes of up to this "
+                                             "many output pixels (default 2^26 = 67,108,864)."),
+    max_work: Optional[float] = typer.Option(None, min=1, help="Allow decodes of up to this "
+                                             "many multiply-adds (default 2^40, about a minute "
+                                             "here)."),
 ) -> None:
     """Render .inr files to images, at their own size or any other."""
     with user_errors():
         wanted = parse_size(size) if size else None
+        limits = {"max_pixels": max_pixels, "max_work": max_work}
         if batch_target(inputs, output):
             from .batch import decode_file, plan_outputs, run_batch
             pairs = plan_outputs(inputs, output, ".png")
             outcomes = run_batch(decode_file, pairs,
-                                 {"scale": scale, "size": wanted, "device": device}, jobs,
-                                 "decoding")
+                                 {"scale": scale, "size": wanted, "device": device, **limits},
+                                 jobs, "decoding")
             finish_batch(outcomes, False, [("width", "width", "d"), ("height", "height", "d"),
                                            ("seconds", "seconds", ".2f")])
             return
@@ -226,7 +232,8 @@ def decode(
         check_output(output, input)
         from inrcodec.decoder import decode as decode_pixels
         from inrcodec.imageio import image_bytes, image_format, write_atomic
-        pixels = decode_pixels(read_input(input), scale=scale, size=wanted, device=device)
+        pixels = decode_pixels(read_input(input), scale=scale, size=wanted, device=device,
+                               **limits)
         write_atomic(output, image_bytes(pixels, image_format(output)))
 
 

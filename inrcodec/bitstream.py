@@ -58,7 +58,11 @@ def round_to_stored(model: ImageModel, quants: dict[str, TensorQuant]) -> None:
 
 def load_model(data: bytes) -> ImageModel:
     """Parse a `.inr` file and rebuild its network (on the CPU) with the stored weights."""
-    f = read(data)
+    return build(read(data))
+
+
+def build(f: InrFile) -> ImageModel:
+    """The network of a parsed file (on the CPU), with its stored weights."""
     transform = ColorTransform(f.color, f.channels)
     enc = Encoding(f.encoding, 2, **f.encoding_params)
     net = f.layout(f.height, f.width, transform, f.hparams, enc, extra=f.extra)

@@ -2,6 +2,12 @@
 
 Needs no training code: it loads the file's network (:mod:`.bitstream`) and renders it in bands
 of bounded memory through the family's own ``render_band``.
+
+A decode's cost is bounded before any of it is spent, from the header alone: at most
+:data:`MAX_DECODE_PIXELS` output pixels and :data:`MAX_DECODE_WORK` multiply-adds (output pixels
+times the family's ``macs_per_pixel``). A caller who trusts a file raises them per call
+(``max_pixels=``, ``max_work=``; ``inr decode --max-pixels/--max-work``) or for the process, as
+Pillow's ``Image.MAX_IMAGE_PIXELS`` is raised (``inrcodec.decoder.MAX_DECODE_PIXELS = ...``).
 """
 
 from __future__ import annotations
@@ -11,11 +17,19 @@ import math
 import numpy as np
 import torch
 
-from .bitstream import load_model, read
+from .bitstream import build, read
 from .color import to_uint8
+from .container import InrFile
 from .errors import InrInputError
 from .imageio import MAX_PIXELS, MAX_SIDE
 from .models.base import ImageModel
+
+#: Output pixels a decode renders unless the caller allows more (8192 x 8192; the format's own
+#: limit, MAX_PIXELS, is twice that).
+MAX_DECODE_PIXELS = 1 << 26
+#: Multiply-adds a decode may spend unless the caller allows more: about a minute on two CPU
+#: cores (a Kodak file at 4x costs about 5e10).
+MAX_DECODE_WORK = 1 << 40
 
 
 def resolve_device(device: str) -> torch.device:
@@ -47,6 +61,25 @@ def output_size(width: int, height: int, scale: float | None = None,
     return out_w, out_h
 
 
+def check_cost(f: InrFile, out_w: int, out_h: int, max_pixels: int | None = None,
+               max_work: float | None = None) -> float:
+    """Refuse a decode of ``f`` at out_w x out_h above the pixel or work limits (None: the
+    module's); return its multiply-adds."""
+    max_pixels = MAX_DECODE_PIXELS if max_pixels is None else max_pixels
+    max_work = MAX_DECODE_WORK if max_work is None else max_work
+    pixels = out_w * out_h
+    if pixels > max_pixels:
+        raise InrInputError(f"a {out_w}x{out_h} decode is {pixels} pixels, more than the limit "
+                            f"of {max_pixels}; allow it with --max-pixels (max_pixels=) if you "
+                            f"trust the file")
+    work = pixels * f.layout.macs_per_pixel(f.hparams, f.shapes())
+    if work > max_work:
+        raise InrInputError(f"a {out_w}x{out_h} decode of this {f.family} file costs {work:.2g} "
+                            f"multiply-adds, more than the limit of {max_work:.2g}; allow it "
+                            f"with --max-work (max_work=) if you trust the file")
+    return work
+
+
 def render(model: ImageModel, out_h: int, out_w: int) -> np.ndarray:
     """``model`` rendered as a uint8 array (out_h, out_w, C), band by band."""
     out = np.empty((out_h, out_w, model.channels), dtype=np.uint8)
@@ -56,13 +89,17 @@ def render(model: ImageModel, out_h: int, out_w: int) -> np.ndarray:
 
 
 def decode(data: bytes, scale: float | None = None, size: tuple[int, int] | None = None,
-           device: str = "cpu") -> np.ndarray:
+           device: str = "cpu", max_pixels: int | None = None,
+           max_work: float | None = None) -> np.ndarray:
     """Decode `.inr` bytes to a uint8 array (H, W, C), C = 3 or 1, at any scale or size.
 
     ``device`` renders on ``cuda`` (or ``auto``); the CPU default needs no GPU and gives the
-    same pixels everywhere up to floating-point rounding (one 8-bit level at most)."""
-    model = load_model(data)
-    out_w, out_h = output_size(model.width, model.height, scale, size)
+    same pixels everywhere up to floating-point rounding (one 8-bit level at most).
+    ``max_pixels`` and ``max_work`` raise the limits of :func:`check_cost` for this call."""
+    f = read(data)
+    out_w, out_h = output_size(f.width, f.height, scale, size)
+    check_cost(f, out_w, out_h, max_pixels, max_work)
+    model = build(f)
     return render(model.to(resolve_device(device)), out_h, out_w)
 
 

@@ -83,7 +83,7 @@ class InrDecoder(ImageFile.PyDecoder):
         try:
             pixels = decode(self.fd.read(), size=(self.state.xsize, self.state.ysize))
         except InrError as exc:
-            raise OSError(f"broken .inr data: {exc}") from None
+            raise OSError(str(exc)) from None
         self.set_as_raw(pixels.tobytes(), "RGB" if pixels.shape[-1] == 3 else "L")
         return -1, 0
 

@@ -135,6 +135,21 @@ class ImageModel(torch.nn.Module):
     def validate_for_image(cls, hparams: dict, height: int, width: int, channels: int) -> None:
         """Raise ValueError if the hyper-parameters cannot describe an image of this size."""
 
+    @classmethod
+    def networks_per_pixel(cls, hparams: dict) -> int:
+        """How many of a tensor's networks can cover one pixel: up to four where cells overlap
+        (a corner of four), else one."""
+        return 4 if hparams.get("overlap", 0) > 0 else 1
+
+    @classmethod
+    def macs_per_pixel(cls, hparams: dict, shapes: list[tuple[int, ...]]) -> float:
+        """The multiply-adds rendering one output pixel costs at most, from the header alone:
+        every weight matrix (G, fan_in, fan_out) of the networks that can cover the pixel, at
+        most ``networks_per_pixel`` of a tensor's G. The decoder bounds a decode's work with it
+        before doing any."""
+        k = cls.networks_per_pixel(hparams)
+        return float(sum(min(s[0], k) * s[1] * s[2] for s in shapes if len(s) == 3 and s[1] > 1))
+
     # -- fitting and rendering ------------------------------------------------------------
     def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
         raise NotImplementedError

@@ -39,6 +39,8 @@ CHROMA = Field("chroma_coeffs", "H", 0, 1024, "zig-zag coefficients of each othe
 
 #: Blocks per training step, as a fraction of the effort's samples per step.
 BATCH_FACTOR = 0.25
+#: Blocks whose coefficients rendering evaluates at once (bounds its memory).
+BLOCKS_PER_CHUNK = 1 << 14
 
 
 def zigzag(n: int) -> list[tuple[int, int]]:
@@ -96,6 +98,12 @@ class DctHead(ImageModel):
     def shapes(cls, hparams, height, width, channels, encoding_dim, extra):
         outputs = hparams["coeffs"] + (channels - 1) * hparams["chroma_coeffs"]
         return SirenStack.shapes(1, encoding_dim, hparams["width"], hparams["depth"], outputs)
+
+    @classmethod
+    def macs_per_pixel(cls, hparams, shapes):
+        # A block's network at most once per output pixel (when downscaling), and the cosine
+        # synthesis of up to three channels of block x block coefficients.
+        return super().macs_per_pixel(hparams, shapes) + 3 * hparams["block"] ** 2
 
     # -- the network, block by block ------------------------------------------------------
     def block_coords(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -168,20 +176,27 @@ class DctHead(ImageModel):
         return index, alpha * torch.cos(math.pi * k * u[:, None] / b)
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """Evaluates the network only on the blocks the band touches, BLOCKS_PER_CHUNK at a
+        time, so memory is bounded whatever the image claims to be (a 16384-wide header and an
+        8-pixel-wide output touch 8 block columns, not 2048)."""
         b, channels = self.block, self.channels
         row_index, row_basis = self._basis(ys, self.n_rows)
         col_index, col_basis = self._basis(xs, self.n_cols)
+        cols, col_slot = torch.unique(col_index, return_inverse=True)
         rows = torch.unique(row_index)
-        coords = self.block_coords(rows, torch.arange(self.n_cols))[None]
-        stored = self.forward(coords.to(self.net.weights[0].device))[0].cpu()
-        dense = torch.zeros(len(rows) * self.n_cols, channels, b * b)
-        dense[..., self.flat_index] = self.spread(stored)
-        dense = dense.reshape(len(rows), self.n_cols, channels, b, b)
         out = torch.empty(len(ys), len(xs), channels)
-        for i, row in enumerate(rows.tolist()):
-            sel = (row_index == row).nonzero().squeeze(1)
-            vertical = torch.einsum("yk,nckl->yncl", row_basis[sel], dense[i])
-            out[sel] = torch.einsum("yxcl,xl->yxc", vertical[:, col_index], col_basis)
+        per_chunk = max(1, BLOCKS_PER_CHUNK // len(cols))
+        for r0 in range(0, len(rows), per_chunk):
+            chunk = rows[r0:r0 + per_chunk]
+            coords = self.block_coords(chunk, cols)[None]
+            stored = self.forward(coords.to(self.net.weights[0].device))[0].cpu()
+            dense = torch.zeros(len(chunk) * len(cols), channels, b * b)
+            dense[..., self.flat_index] = self.spread(stored)
+            dense = dense.reshape(len(chunk), len(cols), channels, b, b)
+            for i, row in enumerate(chunk.tolist()):
+                sel = (row_index == row).nonzero().squeeze(1)
+                vertical = torch.einsum("yk,nckl->yncl", row_basis[sel], dense[i])
+                out[sel] = torch.einsum("yxcl,xl->yxc", vertical[:, col_slot], col_basis)
         return out
 
     @classmethod

@@ -1,0 +1,103 @@
+"""Hostile files: a decode's memory and work are bounded before any work is done."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+from typer.testing import CliRunner
+
+import inrcodec
+from inrcodec import decoder
+from inrcodec_cli.main import app
+
+from .helpers import FAST, crop
+
+
+def reseal(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def with_size(data: bytes, width: int, height: int) -> bytes:
+    """The file with its header's image size replaced (and a valid checksum)."""
+    body = bytearray(data[:-4])
+    body[4:8] = struct.pack("<HH", width, height)
+    return reseal(bytes(body))
+
+
+@pytest.fixture(scope="module")
+def dct_file() -> bytes:
+    return inrcodec.encode(crop(), model="dct", bpp=1.0, steps=20, **FAST)
+
+
+def test_a_dct_file_claiming_a_huge_image_decodes_narrow_in_bounded_memory(dct_file, tmp_path):
+    # A 64x48 DCT file whose header claims 16384x8192 is valid (its network does not depend on
+    # the size). Decoded 8 pixels wide, it used to evaluate every block column of every block
+    # row (3.1 GiB); now only the blocks it touches: the interpreter and torch (about 0.35 GiB).
+    path = tmp_path / "forged.inr"
+    path.write_bytes(with_size(dct_file, 16384, 8192))
+    script = ("import resource, inrcodec\n"
+              f"out = inrcodec.decode(open({str(path)!r}, 'rb').read(), size=(8, 8192))\n"
+              "assert out.shape == (8192, 8, 3)\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    peak_mib = int(run.stdout.split()[-1]) / 1024
+    assert peak_mib < 1024, peak_mib
+
+
+def test_work_is_bounded_before_any_is_done(encoded):
+    # A plain SIREN header claiming 2048-wide layers (12.6 M weights, under the format's limit)
+    # on a 4096x4096 image: 2e14 multiply-adds, hours. Refused from the header, before the
+    # payload (which could not hold those weights) is even decoded.
+    facts = inrcodec.info(encoded.data)
+    assert facts["model"] == "siren" and facts["encoding"] == {"kind": "none"}
+    body = bytearray(with_size(encoded.data, 4096, 4096)[:-4])
+    body[11:13] = struct.pack("<H", 2048)  # the width, the first field after an empty encoding
+    forged = reseal(bytes(body))
+    with pytest.raises(inrcodec.InrInputError, match="multiply-adds, more than the limit"):
+        inrcodec.decode(forged)
+    with pytest.raises(inrcodec.InrInputError, match="pixels, more than the limit"):
+        inrcodec.decode(encoded.data, size=(10000, 8000))
+
+
+def test_limits_can_be_raised_per_call_per_process_and_on_the_command_line(encoded, tmp_path):
+    assert inrcodec.decode(encoded.data, max_pixels=3072).shape == (48, 64, 3)
+    with pytest.raises(inrcodec.InrInputError, match="--max-pixels"):
+        inrcodec.decode(encoded.data, max_pixels=3071)
+    work = decoder.check_cost(inrcodec.parse(encoded.data), 64, 48)
+    with pytest.raises(inrcodec.InrInputError, match="--max-work"):
+        inrcodec.decode(encoded.data, max_work=work - 1)
+    saved = decoder.MAX_DECODE_PIXELS
+    try:
+        decoder.MAX_DECODE_PIXELS = 100
+        with pytest.raises(inrcodec.InrInputError):
+            inrcodec.decode(encoded.data)
+    finally:
+        decoder.MAX_DECODE_PIXELS = saved
+    path = tmp_path / "a.inr"
+    path.write_bytes(encoded.data)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["decode", str(path), "-o", str(tmp_path / "a.png"),
+                                  "--max-pixels", "100"])
+    assert refused.exit_code == 1 and "--max-pixels" in refused.stderr
+    assert not (tmp_path / "a.png").exists()
+    allowed = runner.invoke(app, ["decode", str(path), "-o", str(tmp_path / "a.png"),
+                                  "--scale", "2", "--max-pixels", "12288"])
+    assert allowed.exit_code == 0 and (tmp_path / "a.png").exists()
+
+
+def test_every_family_states_its_cost_per_pixel():
+    # One network per pixel without overlap, up to four with it; the DCT head adds its synthesis.
+    siren = inrcodec.FAMILIES["siren"]
+    shapes = [(1, 2, 10), (1, 10, 3), (1, 1, 10), (1, 1, 3)]
+    assert siren.macs_per_pixel({}, shapes) == 2 * 10 + 10 * 3
+    gridded = inrcodec.FAMILIES["gridded"]
+    grid = [(6, 2, 10), (6, 10, 3), (6, 1, 10), (6, 1, 3)]
+    assert gridded.macs_per_pixel({"overlap": 0.0}, grid) == 50
+    assert gridded.macs_per_pixel({"overlap": 0.1}, grid) == 200
+    dct = inrcodec.FAMILIES["dct"]
+    assert dct.macs_per_pixel({"block": 8}, shapes) == 50 + 3 * 64
