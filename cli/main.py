@@ -25,7 +25,19 @@ from inrcodec.presets import DEFAULT_FAMILY, EFFORTS, FAMILY_NAMES
 # the library's encoder, decoder or benchmark when they run.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="inrcodec: images stored as the weights of small sine networks (SIRENs).")
+
+
+def choice(values, default=None, *flags: str, help: str = ""):
+    """An option with a fixed set of values: --help lists them and shell completion offers
+    them; the library checks the value, so a wrong one is the usual one-line error."""
+    return typer.Option(default, *flags, metavar="[" + "|".join(values) + "]", help=help,
+                        autocompletion=lambda: list(values))
+
+
+DEVICES = ("auto", "cpu", "cuda")
+TASKS = ("rd", "upscale")
 
 EXIT_ERROR = 1
 
@@ -138,14 +150,13 @@ def encode(
                                        "stdin."),
     output: str = typer.Option(..., "-o", "--output", help="The .inr file to write (- for "
                                "stdout), or a folder (OUTDIR/) for several inputs."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model family: "
-                                        + ", ".join(FAMILY_NAMES) + f" (default "
-                                        f"{DEFAULT_FAMILY})."),
+    model: Optional[str] = choice(FAMILY_NAMES, None, "--model", "-m",
+                                  help=f"Model family (default {DEFAULT_FAMILY})."),
     bpp: Optional[float] = typer.Option(None, help="Target bits per pixel (the file lands at "
                                         "most 5% above)."),
     quality: Optional[float] = typer.Option(None, min=1, max=100, help="1..100: 0.05 bpp at 1, "
                                             "2 bpp at 100, log-spaced; 50 if neither is given."),
-    effort: Optional[str] = typer.Option(None, help=", ".join(EFFORTS) + " (default: default)."),
+    effort: Optional[str] = choice(EFFORTS, help="Training effort (default: default)."),
     steps: Optional[int] = typer.Option(None, help="Training steps (overrides the effort's)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the initialisation and sampling "
                                        "(default 0)."),
@@ -155,12 +166,12 @@ def encode(
                                      "(repeatable): a hyper-parameter of the family (width=64), "
                                      "a training override (cycles=2, lr=5e-4) or an option "
                                      "(bits_per_weight=5.5). docs/cli.md lists the keys."),
-    coder: Optional[str] = typer.Option(None, help="Entropy coder: " + ", ".join(CODERS)
-                                        + f" (default {DEFAULT_CODER}: a geometric model per "
-                                        "tensor, 3-6% smaller than zstd's byte planes)."),
+    coder: Optional[str] = choice(CODERS, help=f"Entropy coder (default {DEFAULT_CODER}: a "
+                                  "geometric model per tensor, 3-6% smaller than zstd's byte "
+                                  "planes)."),
     jobs: int = typer.Option(1, min=1, help="Files encoded in parallel (several inputs)."),
-    device: Optional[str] = typer.Option(None, help="auto (CUDA when present; the default), "
-                                         "cpu or cuda."),
+    device: Optional[str] = choice(DEVICES, help="Where training runs (default auto: CUDA "
+                                  "when present)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (a "
                                  "list of them for several inputs)."),
 ) -> None:
@@ -182,7 +193,8 @@ def encode(
             raise InrInputError("--json prints to stdout, so the .inr file cannot go there too")
         check_output(output, input)
         from inrcodec.encoder import compress
-        from inrcodec.imageio import load_image, write_atomic
+        from inrcodec.imageio import check_writable, load_image, write_atomic
+        check_writable(output)  # before minutes of training, not after
 
         from .progress import encode_progress
         data = read_input(input)
@@ -208,7 +220,8 @@ def decode(
     scale: Optional[float] = typer.Option(None, help="Render at this scale of the stored size."),
     size: Optional[str] = typer.Option(None, help="Render at exactly WIDTHxHEIGHT."),
     jobs: int = typer.Option(1, min=1, help="Files decoded in parallel (several inputs)."),
-    device: str = typer.Option("cpu", help="cpu, cuda or auto (CUDA when present)."),
+    device: str = choice(DEVICES, "cpu", help="Where rendering runs (auto: CUDA when "
+                         "present)."),
     max_pixels: Optional[int] = typer.Option(None, min=1, help="Allow decodes of up to this "
                                              "many output pixels (default 2^26 = 67,108,864)."),
     max_work: Optional[float] = typer.Option(None, min=1, help="Allow decodes of up to this "
@@ -231,10 +244,13 @@ def decode(
         input = inputs[0]
         check_output(output, input)
         from inrcodec.decoder import decode as decode_pixels
-        from inrcodec.imageio import image_bytes, image_format, write_atomic
-        pixels = decode_pixels(read_input(input), scale=scale, size=wanted, device=device,
+        from inrcodec.imageio import check_writable, image_bytes, image_format, write_atomic
+        fmt = image_format(output)
+        check_writable(output)
+        pixels = decode_pixels(read_input(input), scale=scale, size=wanted,
+                               device=device,
                                **limits)
-        write_atomic(output, image_bytes(pixels, image_format(output)))
+        write_atomic(output, image_bytes(pixels, fmt))
 
 
 @app.command()
@@ -280,14 +296,13 @@ def bench(
     bpp: Optional[str] = typer.Option(None, help="Comma-separated rate targets of inr codecs."),
     points: Optional[int] = typer.Option(None, min=1, help="Points per curve (inr targets "
                                          "log-spaced 0.15-1.1 bpp; classical sweeps thinned)."),
-    effort: str = typer.Option("default", help="Effort of inr codecs: " + ", ".join(EFFORTS)
-                               + "."),
+    effort: str = choice(EFFORTS, "default", help="Effort of inr codecs."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images."),
     images: Optional[str] = typer.Option(None, help="Only these images (comma-separated file "
                                          "names without extension)."),
     crop: Optional[str] = typer.Option(None, help="Centre-crop images to WIDTHxHEIGHT."),
     jobs: int = typer.Option(1, min=1, help="Parallel worker processes."),
-    task: str = typer.Option("rd", help="rd (rate-distortion) or upscale."),
+    task: str = choice(TASKS, "rd", help="rd (rate-distortion) or upscale."),
     report: Optional[Path] = typer.Option(None, help="Where the markdown report goes (default "
                                           "OUT/report.md; plots stay in OUT)."),
     cached_only: bool = typer.Option(False, "--cached-only", help="Report from the cache "
@@ -299,7 +314,7 @@ def bench(
 
     from .progress import count_progress
     with user_errors():
-        if task not in ("rd", "upscale"):
+        if task not in TASKS:
             raise InrInputError(f"unknown task {task!r}; use rd or upscale")
         if effort not in EFFORTS:
             raise InrInputError(f"unknown effort {effort!r}; choose from {', '.join(EFFORTS)}")
@@ -308,9 +323,11 @@ def bench(
         except ValueError:
             raise InrInputError(f"--bpp takes numbers separated by commas, not {bpp!r}") from None
         config = BenchConfig(dataset=dataset, codecs=codecs.split(",") if codecs else None,
-                             out=out, bpps=bpps, points=points, effort=effort, limit=limit,
+                             out=out, bpps=bpps, points=points, effort=effort,
+                             limit=limit,
                              crop=parse_size(crop) if crop else None,
-                             names=images.split(",") if images else None, jobs=jobs, task=task,
+                             names=images.split(",") if images else None, jobs=jobs,
+                             task=task,
                              command="inr " + " ".join(sys.argv[1:]), report=report,
                              cached_only=cached_only)
         path = run_bench(config, progress=count_progress)
@@ -320,7 +337,7 @@ def bench(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("inr-demo"), help="Folder for the demo's files."),
-    effort: str = typer.Option("default", help="fast, default or best."),
+    effort: str = choice(EFFORTS, "default", help="Training effort."),
     bpp: float = typer.Option(0.5, help="Target bits per pixel."),
 ) -> None:
     """Encode a sample image that ships with scikit-image, decode it at 1x and 2x, and compare

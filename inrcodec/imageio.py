@@ -140,10 +140,15 @@ def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(bytes(source)))
+            if im.format == "INR":
+                raise InrInputError(f"{name} is an .inr file already; decode it to an image "
+                                    "first if you mean to encode it again")
             if _is_deep(im):  # before load(), which forgets the raw sample format
                 raise InrInputError(f"{name} has more than 8 bits per sample; "
                                     "convert it to 8-bit first")
             im.load()
+    except InrInputError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InrInputError(f"{name} is too large to decode safely") from None
     except UnidentifiedImageError:
@@ -159,10 +164,20 @@ def to_pil(array: np.ndarray) -> Image.Image:
 
 
 def image_format(path: str | os.PathLike) -> str:
-    """The Pillow format an output path asks for by its extension: PNG without one, for an
-    unknown one, and for ``-`` (standard output)."""
+    """The Pillow format an output path asks for by its extension (PNG without one, and for
+    ``-``, standard output); an extension Pillow cannot write is refused, and so is ``.inr``,
+    which is not an image a decode writes."""
     ext = Path(str(path)).suffix.lower()
-    return Image.registered_extensions().get(ext, "PNG") if ext else "PNG"
+    if not ext or str(path) == "-":
+        return "PNG"
+    if ext == ".inr":
+        raise InrInputError(f"{path}: a decode writes an image (.png, .jpg, ...), not an .inr "
+                            "file; to re-encode, decode to .png and encode that")
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise InrInputError(f"{path}: Pillow cannot write {ext} files; use .png, .webp, .tif, "
+                            ".bmp or .jpg")
+    return fmt
 
 
 def image_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -171,25 +186,46 @@ def image_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
-
-    A reader never sees a half-written file, and an interrupted write leaves the old file intact.
-    ``-`` writes to standard output.
-    """
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse an output path that cannot be written, before any work: its folder must exist
+    and be writable, and the path must not be a folder. ``-`` (standard output) always can."""
     if str(path) == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
         return
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InrInputError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    if path.is_dir():
+        raise InrInputError(f"cannot write {path}: it is a folder")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InrInputError(f"cannot write {path}: permission denied")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old file intact.
+    The file gets the permissions any other tool would give it (0666 less the umask; the
+    temporary file's own are 0600). ``-`` writes to standard output.
+    """
+    if str(path) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    check_writable(path)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

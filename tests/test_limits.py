@@ -101,3 +101,70 @@ def test_every_family_states_its_cost_per_pixel():
     assert gridded.macs_per_pixel({"overlap": 0.1}, grid) == 200
     dct = inrcodec.FAMILIES["dct"]
     assert dct.macs_per_pixel({"block": 8}, shapes) == 50 + 3 * 64
+
+
+# -- mistakes that would cost the user minutes or files --------------------------------------
+def test_an_unwritable_output_fails_before_any_training(tmp_path, monkeypatch):
+    from PIL import Image
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the encode started")
+
+    monkeypatch.setattr("inrcodec.encoder.compress", no_training)
+    png = tmp_path / "in.png"
+    Image.fromarray(crop()).save(png)
+    result = CliRunner().invoke(app, ["encode", str(png), "-o", str(tmp_path / "no" / "a.inr")])
+    assert result.exit_code == 1
+    assert "folder" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_decode_writes_images_only_and_encode_takes_images_only(encoded, tmp_path):
+    path = tmp_path / "a.inr"
+    path.write_bytes(encoded.data)
+    runner = CliRunner()
+    for target, reason in (("b.inr", "not an .inr file"), ("b.xyz", "cannot write .xyz")):
+        result = runner.invoke(app, ["decode", str(path), "-o", str(tmp_path / target)])
+        assert result.exit_code == 1 and reason in result.stderr, result.stderr
+        assert not (tmp_path / target).exists()
+    result = runner.invoke(app, ["encode", str(path), "-o", str(tmp_path / "c.inr")])
+    assert result.exit_code == 1 and "is an .inr file already" in result.stderr
+    with pytest.raises(inrcodec.InrInputError, match="an .inr file already"):
+        inrcodec.encode(encoded.data)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    from inrcodec.imageio import write_atomic
+    saved = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.bin", b"data")
+        os.umask(0o002)
+        write_atomic(tmp_path / "b.bin", b"data")
+    finally:
+        os.umask(saved)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o664
+
+
+def test_a_16_bit_image_is_refused_for_its_depth_not_as_damaged():
+    import io
+
+    import numpy as np
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(48 * 64).reshape(48, 64) * 20).astype(np.uint16)).save(buf, "PNG")
+    with pytest.raises(inrcodec.InrInputError) as error:
+        inrcodec.load_image(buf.getvalue(), "deep.png")
+    assert "more than 8 bits per sample" in str(error.value)
+    assert "damaged" not in str(error.value)
+
+
+def test_help_takes_h_and_lists_the_choices():
+    runner = CliRunner()
+    assert runner.invoke(app, ["-h"]).exit_code == 0
+    text = runner.invoke(app, ["encode", "-h"]).output
+    for listed in ("siren|gridded|residual|dct", "fast|default|best", "rans|zstd",
+                   "auto|cpu|cuda"):
+        assert listed in text, listed
+    assert "auto|cpu|cuda" in runner.invoke(app, ["decode", "-h"]).output
