@@ -161,7 +161,7 @@ def test_a_16_bit_image_is_refused_for_its_depth_not_as_damaged():
 
 
 def test_help_takes_h_and_lists_the_choices():
-    runner = CliRunner()
+    runner = CliRunner(env={"COLUMNS": "240"})  # no wrapping inside the listed values
     assert runner.invoke(app, ["-h"]).exit_code == 0
     text = runner.invoke(app, ["encode", "-h"]).output
     for listed in ("siren|gridded|residual|dct", "fast|default|best", "rans|zstd",
