@@ -13,6 +13,8 @@ Pillow's ``Image.MAX_IMAGE_PIXELS`` is raised (``inrcodec.decoder.MAX_DECODE_PIX
 from __future__ import annotations
 
 import math
+import os
+from typing import BinaryIO, Union
 
 import numpy as np
 import torch
@@ -21,8 +23,11 @@ from .bitstream import build, read
 from .color import to_uint8
 from .container import InrFile
 from .errors import InrInputError
-from .imageio import MAX_PIXELS, MAX_SIDE
+from .imageio import MAX_PIXELS, MAX_SIDE, read_binary
 from .models.base import ImageModel
+
+#: What a decode reads: a path, bytes, or a binary file.
+InrSource = Union[bytes, bytearray, memoryview, str, os.PathLike, BinaryIO]
 
 #: Output pixels a decode renders unless the caller allows more (8192 x 8192; the format's own
 #: limit, MAX_PIXELS, is twice that).
@@ -88,23 +93,26 @@ def render(model: ImageModel, out_h: int, out_w: int) -> np.ndarray:
     return out
 
 
-def decode(data: bytes, scale: float | None = None, size: tuple[int, int] | None = None,
+def decode(source: InrSource, scale: float | None = None, size: tuple[int, int] | None = None,
            device: str = "cpu", max_pixels: int | None = None,
            max_work: float | None = None) -> np.ndarray:
-    """Decode `.inr` bytes to a uint8 array (H, W, C), C = 3 or 1, at any scale or size.
+    """Decode a `.inr` file (a path, bytes or a binary file) to a uint8 array (H, W, C),
+    C = 3 or 1, at any scale or size.
 
     ``device`` renders on ``cuda`` (or ``auto``); the CPU default needs no GPU and gives the
     same pixels everywhere up to floating-point rounding (one 8-bit level at most).
     ``max_pixels`` and ``max_work`` raise the limits of :func:`check_cost` for this call."""
-    f = read(data)
+    f = read(read_binary(source, "an .inr file"))
     out_w, out_h = output_size(f.width, f.height, scale, size)
     check_cost(f, out_w, out_h, max_pixels, max_work)
     model = build(f)
     return render(model.to(resolve_device(device)), out_h, out_w)
 
 
-def info(data: bytes) -> dict:
-    """What a `.inr` file holds, without decoding it (a stable schema; see docs/cli.md)."""
+def info(source: InrSource) -> dict:
+    """What a `.inr` file (a path, bytes or a binary file) holds, without decoding it (a
+    stable schema; see docs/cli.md)."""
+    data = read_binary(source, "an .inr file")
     f = read(data)
     shapes = f.shapes()
     params = sum(math.prod(s) for s in shapes)

@@ -116,25 +116,37 @@ def from_array(array: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def read_binary(source, what: str) -> bytes:
+    """The bytes of a path, bytes or a binary file; anything else is refused in one line."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return Path(source).read_bytes()
+        except FileNotFoundError:
+            raise InrInputError(f"{source}: no such file") from None
+        except IsADirectoryError:
+            raise InrInputError(f"{source} is a directory") from None
+        except OSError as exc:
+            raise InrInputError(f"{source}: {exc.strerror or exc}") from None
+    read = getattr(source, "read", None)
+    data = read() if callable(read) else None
+    if not isinstance(data, (bytes, bytearray)):
+        raise InrInputError(f"cannot read {what} from a {type(source).__name__}: give a path, "
+                            "bytes or a binary file")
+    return bytes(data)
+
+
 def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
     """Read an image from a path, bytes, a binary file, a PIL image or an array."""
     if isinstance(source, np.ndarray):
         return from_array(source, name or "image")
     if isinstance(source, Image.Image):
         return from_pil(source, name or "image")
-    if isinstance(source, (str, os.PathLike)):
-        name = name or str(source)
-        try:
-            source = Path(source).read_bytes()
-        except FileNotFoundError:
-            raise InrInputError(f"{name}: no such file") from None
-        except IsADirectoryError:
-            raise InrInputError(f"{name} is a directory") from None
-        except OSError as exc:
-            raise InrInputError(f"{name}: {exc.strerror or exc}") from None
-    elif not isinstance(source, (bytes, bytearray, memoryview)):
-        name = name or getattr(source, "name", "input")
-        source = source.read()
+    if not isinstance(source, (bytes, bytearray, memoryview)):
+        path = isinstance(source, (str, os.PathLike))
+        name = name or (str(source) if path else getattr(source, "name", "input"))
+        source = read_binary(source, "an image")
     name = name or "input"
     try:
         with warnings.catch_warnings():

@@ -168,3 +168,35 @@ def test_help_takes_h_and_lists_the_choices():
                    "auto|cpu|cuda"):
         assert listed in text, listed
     assert "auto|cpu|cuda" in runner.invoke(app, ["decode", "-h"]).output
+
+
+def test_decode_and_info_read_paths_bytes_and_files_and_refuse_other_things(encoded, tmp_path):
+    import io
+    path = tmp_path / "a.inr"
+    path.write_bytes(encoded.data)
+    expected = inrcodec.decode(encoded.data)
+    for source in (lambda: path, lambda: str(path), lambda: io.BytesIO(encoded.data),
+                   lambda: bytearray(encoded.data)):
+        assert (inrcodec.decode(source()) == expected).all()
+        assert inrcodec.info(source())["bytes"] == len(encoded.data)
+    with path.open("rb") as f:
+        assert inrcodec.info(f)["model"] == "siren"
+    with pytest.raises(inrcodec.InrInputError, match="no such file"):
+        inrcodec.decode(tmp_path / "missing.inr")
+    with pytest.raises(inrcodec.InrInputError, match="give a path, bytes or a binary file"):
+        inrcodec.info(12)
+    import torch
+    with pytest.raises(inrcodec.InrInputError, match="cannot read an image from a Tensor"):
+        inrcodec.encode(torch.zeros(8, 8, 3), bpp=2.0)
+
+
+def test_the_declared_pillow_has_what_the_plugin_uses():
+    # ImageFile._Tile, which the plugin builds its tiles with, is in Pillow 10.2.0, not 10.1.0
+    # (read in both wheels' PIL/ImageFile.py).
+    import re
+    import tomllib
+    from pathlib import Path
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    pillow = next(d for d in project["project"]["dependencies"] if d.startswith("pillow"))
+    low = tuple(int(x) for x in re.search(r">=([\d.]+)", pillow).group(1).split("."))
+    assert low >= (10, 2), pillow
