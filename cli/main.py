@@ -36,6 +36,25 @@ def choice(values, default=None, *flags: str, help: str = ""):
                         autocompletion=lambda: list(values))
 
 
+def quiet_option():
+    return typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and --json): no "
+                        "progress bar, no summary.")
+
+
+def be_quiet(quiet: bool) -> None:
+    """Silence the progress bars, tables and summaries on stderr; errors still print."""
+    if quiet:
+        from .progress import stderr
+        stderr.quiet = True
+
+
+def note(message: str) -> None:
+    """A line for the user on stderr, unless --quiet."""
+    from .progress import stderr
+    if not stderr.quiet:
+        typer.echo(message, err=True)
+
+
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("rd", "upscale")
 
@@ -174,8 +193,10 @@ def encode(
                                   "when present)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (a "
                                  "list of them for several inputs)."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Fit a network to an image and write it as a .inr file (or many, into a folder)."""
+    be_quiet(quiet)
     with user_errors():
         options = encode_options(hparam, model=model, bpp=bpp, quality=quality, effort=effort,
                                  steps=steps, seed=seed, encoding=encoding, coder=coder,
@@ -206,9 +227,8 @@ def encode(
         if as_json:
             typer.echo(json.dumps(result.as_dict()))
         else:
-            typer.echo(f"{output}: {result.bytes} bytes, {result.bpp:.3f} bpp, "
-                       f"PSNR {result.psnr:.2f} dB, {result.seconds:.1f} s, "
-                       f"{result.description}", err=True)
+            note(f"{output}: {result.bytes} bytes, {result.bpp:.3f} bpp, "
+                 f"PSNR {result.psnr:.2f} dB, {result.seconds:.1f} s, {result.description}")
 
 
 @app.command()
@@ -227,8 +247,10 @@ def decode(
     max_work: Optional[float] = typer.Option(None, min=1, help="Allow decodes of up to this "
                                              "many multiply-adds (default 2^40, about a minute "
                                              "here)."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Render .inr files to images, at their own size or any other."""
+    be_quiet(quiet)
     with user_errors():
         wanted = parse_size(size) if size else None
         limits = {"max_pixels": max_pixels, "max_work": max_work}
@@ -307,9 +329,11 @@ def bench(
                                           "OUT/report.md; plots stay in OUT)."),
     cached_only: bool = typer.Option(False, "--cached-only", help="Report from the cache "
                                      "alone; jobs never run are left out."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Rate-distortion report (bpp vs PSNR, MS-SSIM, BD-rate, plots) against JPEG, WebP, AVIF
     and JPEG 2000."""
+    be_quiet(quiet)
     from inrcodec.bench.main import BenchConfig, run as run_bench
 
     from .progress import count_progress
@@ -331,7 +355,7 @@ def bench(
                              command="inr " + " ".join(sys.argv[1:]), report=report,
                              cached_only=cached_only)
         path = run_bench(config, progress=count_progress)
-        typer.echo(f"report: {path}", err=True)
+        note(f"report: {path}")
 
 
 @app.command()

@@ -200,3 +200,27 @@ def test_the_declared_pillow_has_what_the_plugin_uses():
     pillow = next(d for d in project["project"]["dependencies"] if d.startswith("pillow"))
     low = tuple(int(x) for x in re.search(r">=([\d.]+)", pillow).group(1).split("."))
     assert low >= (10, 2), pillow
+
+
+def test_quiet_prints_nothing_but_errors(tmp_path):
+    from PIL import Image
+
+    from inrcodec_cli import progress
+    png = tmp_path / "in.png"
+    Image.fromarray(crop()).save(png)
+    runner = CliRunner()
+    try:
+        loud = runner.invoke(app, ["encode", str(png), "-o", str(tmp_path / "a.inr"), "--bpp",
+                                   "2", "--steps", "30", "--effort", "fast"])
+        quiet = runner.invoke(app, ["encode", str(png), "-o", str(tmp_path / "b.inr"), "--bpp",
+                                    "2", "--steps", "30", "--effort", "fast", "-q"])
+        assert loud.exit_code == quiet.exit_code == 0
+        assert "bpp" in loud.stderr and quiet.stderr == "" and quiet.stdout == ""
+        assert (tmp_path / "b.inr").read_bytes() == (tmp_path / "a.inr").read_bytes()
+        decoded = runner.invoke(app, ["decode", str(tmp_path / "b.inr"), "-o",
+                                      str(tmp_path / "b.png"), "--quiet"])
+        assert decoded.exit_code == 0 and decoded.stderr == ""
+        refused = runner.invoke(app, ["decode", str(png), "-o", str(tmp_path / "c.png"), "-q"])
+        assert refused.exit_code == 1 and refused.stderr.startswith("inr: error: ")
+    finally:
+        progress.stderr.quiet = False
