@@ -224,3 +224,18 @@ def test_quiet_prints_nothing_but_errors(tmp_path):
         assert refused.exit_code == 1 and refused.stderr.startswith("inr: error: ")
     finally:
         progress.stderr.quiet = False
+
+
+def test_a_result_row_names_the_effort_its_codec_ran_at():
+    import numpy as np
+
+    from inrcodec.bench.datasets import BenchImage
+    from inrcodec.bench.runner import Job, run_job
+    image = BenchImage("crop", np.ascontiguousarray(crop(32, 32)))
+    spec = "inr:siren+effort=fast+steps=5+compile=false"
+    row, _ = run_job(Job(image, spec, 2.0, "default", "test"))
+    assert row["effort"] == "fast" and not row["error"]
+    row, _ = run_job(Job(image, "inr:siren+steps=5+compile=false", 2.0, "best", "test"))
+    assert row["effort"] == "best"
+    row, _ = run_job(Job(image, "jpeg", 50, "default", "test"))
+    assert row["effort"] == ""

@@ -58,6 +58,10 @@ class BenchCodec:
     def run(self, pixels: np.ndarray, setting: float, effort: str | None = None) -> Coded:
         raise NotImplementedError
 
+    def effort(self, default: str) -> str:
+        """The effort this codec runs at when the benchmark's is ``default`` ("" if none)."""
+        return ""
+
 
 class ClassicalCodec(BenchCodec):
     """One of Pillow's codecs, swept over its quality settings."""
@@ -126,12 +130,15 @@ class InrCodec(BenchCodec):
                     for i in range(points)]
         return list(INR_TARGETS)
 
+    def effort(self, default):
+        return self.options.effort if self.effort_given else default
+
     def run(self, pixels, setting, effort=None):
         from ..decoder import decode
         from ..encoder import encode
         options = self.options.replace(bpp=setting)
-        if effort and not self.effort_given:
-            options = options.replace(effort=effort)
+        if effort:
+            options = options.replace(effort=self.effort(effort))
         start = time.perf_counter()
         data = encode(pixels, options)
         encoded = time.perf_counter()
