@@ -226,16 +226,49 @@ def test_quiet_prints_nothing_but_errors(tmp_path):
         progress.stderr.quiet = False
 
 
-def test_a_result_row_names_the_effort_its_codec_ran_at():
-    import numpy as np
-
-    from inrcodec.bench.datasets import BenchImage
-    from inrcodec.bench.runner import Job, run_job
-    image = BenchImage("crop", np.ascontiguousarray(crop(32, 32)))
-    spec = "inr:siren+effort=fast+steps=5+compile=false"
-    row, _ = run_job(Job(image, spec, 2.0, "default", "test"))
+def test_a_result_row_names_the_effort_its_codec_ran_at(tmp_path):
+    # The job, its cache key and its row carry the effort the codec runs at: the spec's where
+    # it names one (rows of inr:X+effort=best said "default"), else the benchmark's.
+    from inrcodec.bench.main import BenchConfig, plan
+    config = BenchConfig(codecs=["inr:siren+effort=fast+steps=5+compile=false",
+                                 "inr:siren+steps=5+compile=false", "jpeg"],
+                         bpps=[2.0], points=1, effort="best", limit=1, crop=(32, 32),
+                         out=tmp_path)
+    _, _, _, jobs = plan(config)
+    by_spec = {job.spec: job for job in jobs}
+    assert by_spec["inr:siren+effort=fast+steps=5+compile=false"].effort == "fast"
+    assert by_spec["inr:siren+steps=5+compile=false"].effort == "best"
+    from inrcodec.bench.runner import run_job
+    row, _ = run_job(by_spec["inr:siren+effort=fast+steps=5+compile=false"])
     assert row["effort"] == "fast" and not row["error"]
-    row, _ = run_job(Job(image, "inr:siren+steps=5+compile=false", 2.0, "best", "test"))
-    assert row["effort"] == "best"
-    row, _ = run_job(Job(image, "jpeg", 50, "default", "test"))
-    assert row["effort"] == ""
+    assert run_job(next(j for j in jobs if j.spec == "jpeg"))[0]["effort"] == ""
+
+
+def test_ctrl_c_stops_a_parallel_batch_at_once_and_leaves_no_file(tmp_path):
+    # Ctrl-C reaches the whole process group: the batch ends with "interrupted" at once, and
+    # neither the files being encoded nor the ones queued behind them appear afterwards (before,
+    # the queued ones were encoded and written after the message).
+    import os
+    import signal
+    import time
+
+    from PIL import Image
+    from skimage import data
+    inputs = []
+    for i in range(4):
+        inputs.append(tmp_path / f"im{i}.png")
+        Image.fromarray(data.astronaut()[i * 40:i * 40 + 96, 100:228]).save(inputs[-1])
+    out = tmp_path / "out"
+    batch = subprocess.Popen(
+        [sys.executable, "-m", "inrcodec_cli", "encode", *map(str, inputs), "-o", f"{out}/",
+         "--jobs", "2", "--steps", "4000", "--effort", "fast", "--bpp", "1", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not out.exists():  # the batch has planned its outputs
+        time.sleep(0.1)
+    time.sleep(4)  # the workers have started their first encodes
+    os.killpg(batch.pid, signal.SIGINT)
+    _, err = batch.communicate(timeout=60)
+    assert batch.returncode == 130 and b"interrupted" in err
+    time.sleep(3)  # long enough for a worker that went on to write something
+    assert list(out.iterdir()) == []

@@ -59,8 +59,10 @@ class BenchCodec:
         raise NotImplementedError
 
     def effort(self, default: str) -> str:
-        """The effort this codec runs at when the benchmark's is ``default`` ("" if none)."""
-        return ""
+        """The effort this codec runs at when the benchmark's is ``default``: its spec's, for
+        an inr codec that names one; the benchmark's otherwise (a classical codec has none, and
+        its rows say so)."""
+        return default
 
 
 class ClassicalCodec(BenchCodec):

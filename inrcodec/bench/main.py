@@ -83,7 +83,8 @@ def plan(config: BenchConfig) -> tuple[str, list[BenchImage], list[BenchCodec], 
         fingerprint = codec.fingerprint
         for setting in codec.settings(config.points, config.bpps):
             for image in images:
-                jobs.append(Job(image, codec.spec, setting, config.effort, fingerprint))
+                jobs.append(Job(image, codec.spec, setting, codec.effort(config.effort),
+                                fingerprint))
     return name, images, codecs, jobs
 
 

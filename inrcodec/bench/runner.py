@@ -75,7 +75,7 @@ def run_job(job: Job) -> tuple[dict, bytes | None]:
     h, w = pixels.shape[:2]
     row = {
         "image": job.image.name, "codec": job.spec, "label": codec.label, "kind": codec.kind,
-        "setting": job.setting, "effort": codec.effort(job.effort),
+        "setting": job.setting, "effort": job.effort if codec.kind == "inr" else "",
         "width": w, "height": h, "error": ""}
     reset_peak_memory()
     try:
