@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,10 +43,21 @@ def quiet_option():
 
 
 def be_quiet(quiet: bool) -> None:
-    """Silence the progress bars, tables and summaries on stderr; errors still print."""
-    if quiet:
-        from .progress import stderr
-        stderr.quiet = True
+    """Silence the progress bars, tables, summaries and warnings on stderr; errors still
+    print. Otherwise the library's warnings print as one line each."""
+    from .progress import stderr
+    stderr.quiet = stderr.quiet or quiet
+
+    from inrcodec.errors import InrWarning
+    original = warnings.showwarning
+
+    def show(message, category, *args, **kwargs) -> None:
+        if not issubclass(category, InrWarning):
+            original(message, category, *args, **kwargs)
+        elif not stderr.quiet:
+            typer.echo(f"inr: warning: {message}", err=True)
+
+    warnings.showwarning = show
 
 
 def note(message: str) -> None:

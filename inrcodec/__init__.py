@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import InrError, InrFormatError, InrInputError
+from .errors import InrError, InrFormatError, InrInputError, InrWarning
 from .pillow import register as _register_pillow_plugin
 
 __version__ = "0.1.0"
@@ -53,5 +53,5 @@ def __dir__() -> list[str]:
 _register_pillow_plugin()
 
 __all__ = ["EFFORTS", "FAMILIES", "FAMILY_NAMES", "EncodeOptions", "EncodeResult", "InrError",
-           "InrFile", "InrFormatError", "InrInputError", "__version__", "compress", "decode",
-           "encode", "info", "load_image", "load_model", "parse", "quality_to_bpp"]
+           "InrFile", "InrFormatError", "InrInputError", "InrWarning", "__version__", "compress",
+           "decode", "encode", "info", "load_image", "load_model", "parse", "quality_to_bpp"]

@@ -16,3 +16,8 @@ class InrFormatError(InrError, ValueError):
 
 class InrInputError(InrError, ValueError):
     """An input image or an option cannot be used (not an image, 16-bit, empty, bad size, ...)."""
+
+
+class InrWarning(UserWarning):
+    """Something of the input that a `.inr` file does not keep (extra frames, a colour
+    profile); the CLI prints it as ``inr: warning: ...``."""

@@ -10,6 +10,9 @@ What the codec accepts, and what it refuses with a one-line :class:`InrInputErro
 - 16-bit, 32-bit and floating-point images are refused rather than silently truncated.
 - CMYK, YCbCr and LAB images are converted to RGB by Pillow.
 - Empty images, and images larger than :data:`MAX_SIDE` or :data:`MAX_PIXELS`, are refused.
+- An EXIF orientation is applied (the image is encoded as a photo tool shows it); an animated
+  image's first frame is encoded and an ICC profile is dropped, each with an
+  :class:`InrWarning` saying so.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InrInputError
+from .errors import InrInputError, InrWarning
 
 #: Largest width or height the codec encodes or decodes (the header stores them as u16).
 MAX_SIDE = 16384
@@ -159,6 +162,8 @@ def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
                 raise InrInputError(f"{name} has more than 8 bits per sample; "
                                     "convert it to 8-bit first")
             im.load()
+            frames = getattr(im, "n_frames", 1)
+            im = ImageOps.exif_transpose(im)  # as a photo tool shows it
     except InrInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -167,6 +172,12 @@ def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
         raise InrInputError(f"{name} is not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InrInputError(f"{name} is a damaged image: {exc}") from None
+    if frames > 1:
+        warnings.warn(f"{name} has {frames} frames; only the first is encoded", InrWarning,
+                      stacklevel=2)
+    if im.info.get("icc_profile"):
+        warnings.warn(f"{name} has an ICC colour profile, which a .inr file does not keep: "
+                      "its pixels are encoded as they are", InrWarning, stacklevel=2)
     return from_pil(im, name)
 
 

@@ -71,8 +71,10 @@ class RatePlan:
         header = bitstream.header_size(model)
         payload_budget = budget - header
         if payload_budget <= 16:
-            raise InrInputError(f"{bpp} bpp is {budget:.0f} bytes for this image, too few for "
-                                f"the {header}-byte header of a {family.name} model")
+            least = 8 * (header + 17) / (height * width)
+            raise InrInputError(f"{bpp:g} bpp is {budget:.0f} bytes for this {width}x{height} "
+                                f"image, too few for the {header}-byte header of a "
+                                f"{family.name} model: it needs at least {least:.3g} bpp")
         return cls(model, budget, options.coder, None,
                    shared_budget_quantiser(payload_budget, model.n_params(), options.coder))
 

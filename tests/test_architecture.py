@@ -214,6 +214,6 @@ def test_the_pillow_plugin_recognises_what_the_container_writes():
 
 def test_the_package_exports_what_it_lists():
     assert sorted(inrcodec.__all__) == sorted(["InrError", "InrFormatError", "InrInputError",
-                                               "__version__", *inrcodec._LAZY])
+                                               "InrWarning", "__version__", *inrcodec._LAZY])
     for name in inrcodec.__all__:
         assert getattr(inrcodec, name) is not None

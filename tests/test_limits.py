@@ -272,3 +272,58 @@ def test_ctrl_c_stops_a_parallel_batch_at_once_and_leaves_no_file(tmp_path):
     assert batch.returncode == 130 and b"interrupted" in err
     time.sleep(3)  # long enough for a worker that went on to write something
     assert list(out.iterdir()) == []
+
+
+def test_bench_without_its_extra_says_what_to_install_before_any_job(tmp_path, monkeypatch):
+    import importlib.util
+
+    from inrcodec.bench import main as bench
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    monkeypatch.setattr(bench, "plan", lambda config: pytest.fail("jobs were planned"))
+    with pytest.raises(inrcodec.InrInputError, match=r"matplotlib missing.*inrcodec\[bench\]"):
+        bench.run(bench.BenchConfig(out=tmp_path))
+
+
+def test_photos_are_read_as_a_photo_tool_shows_them_and_what_is_dropped_is_said():
+    import io
+
+    import numpy as np
+    from PIL import Image
+    pixels = np.ascontiguousarray(crop(48, 64))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG", exif=exif)
+    assert inrcodec.load_image(buf.getvalue()).shape == (64, 48, 3)  # stored 64 wide, shown 48
+    frames = [Image.fromarray(pixels), Image.fromarray(255 - pixels)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    with pytest.warns(inrcodec.InrWarning, match="2 frames; only the first is encoded"):
+        inrcodec.load_image(buf.getvalue(), "anim.gif")
+    from PIL import ImageCms
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG", icc_profile=profile)
+    with pytest.warns(inrcodec.InrWarning, match="ICC colour profile"):
+        inrcodec.load_image(buf.getvalue(), "icc.png")
+
+
+def test_a_rate_too_low_for_the_header_says_the_rate_the_image_needs():
+    with pytest.raises(inrcodec.InrInputError, match=r"needs at least [\d.]+ bpp"):
+        inrcodec.encode(crop(8, 8), bpp=2.0)
+    assert inrcodec.decode(inrcodec.encode(crop(8, 8), bpp=64, steps=5, **FAST)).shape == \
+        (8, 8, 3)
+
+
+def test_the_command_line_prints_a_warning_as_one_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+    pixels = np.ascontiguousarray(crop(48, 64))
+    gif = tmp_path / "anim.gif"
+    Image.fromarray(pixels).save(gif, save_all=True, append_images=[Image.fromarray(255 - pixels)])
+    result = CliRunner().invoke(app, ["encode", str(gif), "-o", str(tmp_path / "a.inr"),
+                                      "--bpp", "2", "--steps", "5", "--effort", "fast"])
+    assert result.exit_code == 0
+    assert f"inr: warning: {gif} has 2 frames; only the first is encoded" in result.stderr

@@ -96,8 +96,24 @@ def downsample(pixels: np.ndarray) -> np.ndarray:
     return np.clip(half + 0.5, 0, 255).astype(np.uint8)
 
 
+#: What the report needs beyond the codec: module -> the package that brings it (the bench extra).
+EXTRA = {"matplotlib": "matplotlib", "pytorch_msssim": "pytorch-msssim"}
+
+
+def require_extra() -> None:
+    """Refuse to start without the bench extra, naming what is missing and how to install it
+    (rather than failing on the first MS-SSIM or after every job, at the plots)."""
+    import importlib.util
+    missing = [package for module, package in EXTRA.items()
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise InrInputError(f"inr bench needs the bench extra ({', '.join(missing)} missing): "
+                            "pip install 'inrcodec[bench]' (or -e '.[bench]' in a checkout)")
+
+
 def run(config: BenchConfig, progress: Callable | None = None) -> Path:
     """Run a benchmark and write its report; returns the report's path."""
+    require_extra()
     name, images, codecs, jobs = plan(config)
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
