@@ -327,3 +327,34 @@ def test_the_command_line_prints_a_warning_as_one_line(tmp_path):
                                       "--bpp", "2", "--steps", "5", "--effort", "fast"])
     assert result.exit_code == 0
     assert f"inr: warning: {gif} has 2 frames; only the first is encoded" in result.stderr
+
+
+# -- the benchmark's honesty ----------------------------------------------------------------
+def test_reports_give_the_per_image_bd_rate_and_flag_curves_of_two_points():
+    from inrcodec.bench import report
+
+    def rows(codec, kind, scale, images, settings):
+        # PSNR = 30 + 10 log10(bpp): the same curve on every image, at `scale` times the rate
+        # on image 0 and at the reference's rate on the others.
+        out = []
+        for i in range(images):
+            for k, setting in enumerate(settings):
+                bpp = 0.2 * 2 ** k
+                rate = bpp * (scale if i == 0 else 1.0)
+                out.append({"image": f"im{i}", "codec": codec, "label": codec, "kind": kind,
+                            "setting": setting, "bpp": rate, "psnr": 30 + 10 * np.log10(bpp),
+                            "ms_ssim": 0.9, "encode_seconds": 1.0, "decode_seconds": 0.1,
+                            "peak_memory_mb": 1.0, "error": ""})
+        return out
+
+    import numpy as np
+    data = rows("jpeg", "classical", 1.0, 4, [1, 2, 3, 4]) + \
+        rows("inr:x", "inr", 0.5, 4, [1, 2, 3, 4]) + rows("inr:y", "inr", 0.5, 4, [1, 2])
+    per_image = report.per_image_bd_rates(data)
+    assert per_image["inr:x"] == pytest.approx(-12.5, abs=0.01)  # -50% on one image of four
+    curves = report.curves_from_rows(data, 4)
+    reference = next(c for c in curves if c.codec == "jpeg")
+    table = report.summary_table(curves, reference, per_image)
+    line = {row.split(" | ")[0].strip("| "): row for row in table.splitlines()}
+    assert "-12.5%" in line["inr:x"] and "*" not in line["inr:x"]
+    assert "%*" in line["inr:y"] and "fewer than 3 points" in table

@@ -186,7 +186,10 @@ def write_rd(config, name, images, rows, jobs, cache, out, provenance) -> Path:
               "against the live JPEG 4:2:0 curve; negative BD-rate means fewer bits than JPEG "
               "for the same PSNR. Times are medians per image and setting; peak memory is the "
               "largest resident set of an encode (interpreter and libraries included).", "",
-              report.summary_table(curves, reference), ""]
+              report.summary_table(curves, reference, report.per_image_bd_rates(rows)), "",
+              "The per-image column is the mean over images of each image's BD-rate against "
+              "JPEG on that image (a typical image), where the BD-rate column is that of the "
+              "mean curves.", ""]
     if anchors:
         note = "" if len(images) == 24 and not config.crop else (
             " They are means over all 24 Kodak images at full size; this run measured "

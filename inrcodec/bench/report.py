@@ -81,10 +81,7 @@ def load_anchors(folder: Path | None = None) -> list[Curve]:
 
 
 def curves_from_rows(rows: list[dict], n_images: int) -> list[Curve]:
-    by_setting: dict[tuple[str, float], list[dict]] = defaultdict(list)
-    for row in rows:
-        if not row.get("error"):
-            by_setting[(row["codec"], row["setting"])].append(row)
+    by_setting = _groups(rows)
     per_codec: dict[str, list[dict]] = defaultdict(list)
     for (codec, _), group in by_setting.items():
         if len({r["image"] for r in group}) == n_images:
@@ -109,22 +106,74 @@ def fmt(value, digits=2, suffix="") -> str:
     return f"{value:.{digits}f}{suffix}"
 
 
-def summary_table(curves: list[Curve], reference: Curve | None) -> str:
+#: Curves with fewer points than this get a BD value from a straight line, flagged in reports.
+FEW_POINTS = 3
+
+
+def per_image_bd_rates(rows: list[dict], reference: str = REFERENCE) -> dict[str, float]:
+    """Per codec, the mean over images of each image's BD-rate against ``reference`` on that
+    image (settings measured on every image, as the mean curves use; images without overlap
+    left out). Mean curves hide how a typical image fares: a codec far ahead on a few images
+    and behind on most can still lead on them."""
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    images = {r["image"] for r in rows}
+    complete = {key for key, group in _groups(rows).items()
+                if {r["image"] for r in group} == images}
+    for row in rows:
+        if not row.get("error") and (row["codec"], row["setting"]) in complete:
+            curves[row["codec"]][row["image"]].append((row["bpp"], row["psnr"]))
+    out = {}
+    for codec, per_image in curves.items():
+        if codec == reference or reference not in curves:
+            continue
+        values = [bd_rate(points, curves[reference][image])
+                  for image, points in per_image.items() if image in curves[reference]]
+        values = [v for v in values if v is not None]
+        if values:
+            out[codec] = statistics.fmean(values)
+    return out
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for row in rows:
+        if not row.get("error"):
+            groups[(row["codec"], row["setting"])].append(row)
+    return groups
+
+
+def summary_table(curves: list[Curve], reference: Curve | None,
+                  per_image: dict[str, float] | None = None) -> str:
+    """The summary: PSNR at the usual rates, BD-rate and BD-PSNR against ``reference`` on the
+    mean curves (marked * where a curve has fewer than FEW_POINTS points: a straight-line fit),
+    and, given ``per_image``, the mean of the per-image BD-rates."""
     head = ["codec", "points", "bpp range"] + [f"PSNR @ {r} bpp" for r in RATES] + [
-        "BD-rate vs JPEG", "BD-PSNR vs JPEG", "median encode s", "median decode s",
-        "peak memory MiB"]
+        "BD-rate vs JPEG", "BD-PSNR vs JPEG"]
+    if per_image is not None:
+        head.append("BD-rate vs JPEG, mean per image")
+    head += ["median encode s", "median decode s", "peak memory MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in curves:
         rd = c.rd()
         bdr = bd_rate(rd, reference.rd()) if reference and c is not reference else None
         bdp = bd_psnr(rd, reference.rd()) if reference and c is not reference else None
+        few = "*" if reference and min(len(rd), len(reference.rd())) < FEW_POINTS else ""
         cells = [c.label, str(len(rd)), f"{rd[0][0]:.3f}-{rd[-1][0]:.3f}" if rd else "-"]
         cells += [fmt(psnr_at(rd, r)) for r in RATES]
-        cells += [fmt(bdr, 1, "%") if c is not reference else "(reference)",
-                  fmt(bdp, 2, " dB") if c is not reference else "(reference)",
-                  fmt(c.encode_seconds, 3 if (c.encode_seconds or 0) < 1 else 1),
+        if c is reference:
+            cells += ["(reference)", "(reference)"] + (["(reference)"] if per_image is not None
+                                                       else [])
+        else:
+            cells += [fmt(bdr, 1, "%") + (few if bdr is not None else ""),
+                      fmt(bdp, 2, " dB") + (few if bdp is not None else "")]
+            if per_image is not None:
+                cells.append(fmt(per_image.get(c.codec), 1, "%"))
+        cells += [fmt(c.encode_seconds, 3 if (c.encode_seconds or 0) < 1 else 1),
                   fmt(c.decode_seconds, 3), fmt(c.peak_memory_mb, 0)]
         lines.append("| " + " | ".join(cells) + " |")
+    if any("*" in line for line in lines[2:]):
+        lines += ["", f"\\* fewer than {FEW_POINTS} points on a curve: the BD value comes from a "
+                  "straight line between them, a rough figure."]
     return "\n".join(lines)
 
 
