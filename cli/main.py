@@ -341,6 +341,8 @@ def bench(
                                           "OUT/report.md; plots stay in OUT)."),
     cached_only: bool = typer.Option(False, "--cached-only", help="Report from the cache "
                                      "alone; jobs never run are left out."),
+    reference: str = typer.Option("jpeg", help="The codec (one of --codecs) that BD-rates are "
+                                  "measured against."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Rate-distortion report (bpp vs PSNR, MS-SSIM, BD-rate, plots) against JPEG, WebP, AVIF
@@ -365,7 +367,7 @@ def bench(
                              names=images.split(",") if images else None, jobs=jobs,
                              task=task,
                              command="inr " + " ".join(sys.argv[1:]), report=report,
-                             cached_only=cached_only)
+                             cached_only=cached_only, reference=reference)
         path = run_bench(config, progress=count_progress)
         note(f"report: {path}")
 

@@ -358,3 +358,20 @@ def test_reports_give_the_per_image_bd_rate_and_flag_curves_of_two_points():
     line = {row.split(" | ")[0].strip("| "): row for row in table.splitlines()}
     assert "-12.5%" in line["inr:x"] and "*" not in line["inr:x"]
     assert "%*" in line["inr:y"] and "fewer than 3 points" in table
+
+
+def test_a_report_against_another_reference_with_ms_ssim_bd_rates_and_compressai_files(tmp_path):
+    import json
+
+    from inrcodec.bench.main import BenchConfig, run
+    config = BenchConfig(codecs=["jpeg", "webp"], points=4, limit=1, crop=(96, 96),
+                         out=tmp_path, reference="webp")
+    text = run(config).read_text()
+    assert "BD-rate vs WebP" in text and "BD-rate (MS-SSIM) vs WebP" in text
+    assert "BD-rate vs WebP, mean per image" in text
+    jpeg = json.loads((tmp_path / "compressai" / "jpeg.json").read_text())
+    assert jpeg["name"] == "JPEG 4:2:0" and len(jpeg["results"]["bpp"]) == 4
+    assert set(jpeg["results"]) == {"bpp", "psnr-rgb", "ms-ssim"}
+    with pytest.raises(inrcodec.InrInputError, match="reference 'avif' is not among"):
+        run(BenchConfig(codecs=["jpeg"], points=2, limit=1, crop=(96, 96), out=tmp_path,
+                        reference="avif"))

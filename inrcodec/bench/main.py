@@ -29,6 +29,7 @@ from ..errors import InrInputError
 from ..imageio import to_pil
 from ..metrics import psnr
 from . import report
+from .report import REFERENCE
 from .classical import CODECS, jpeg_at_size
 from .codecs import BenchCodec, parse_codec
 from .datasets import BenchImage, centre_crop, load_dataset
@@ -58,6 +59,8 @@ class BenchConfig:
     #: Report from the cache alone: jobs never run are left out (a setting of a codec then
     #: appears only if it was measured on every image).
     cached_only: bool = False
+    #: The codec (a spec of this run) that BD-rates are measured against.
+    reference: str = REFERENCE
 
 
 def _report_path(config: BenchConfig, default: str) -> Path:
@@ -115,6 +118,9 @@ def run(config: BenchConfig, progress: Callable | None = None) -> Path:
     """Run a benchmark and write its report; returns the report's path."""
     require_extra()
     name, images, codecs, jobs = plan(config)
+    if config.task == "rd" and config.reference not in {c.spec for c in codecs}:
+        raise InrInputError(f"the reference {config.reference!r} is not among this run's "
+                            f"codecs; add it to --codecs or choose --reference from them")
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     cache = Cache(out / "cache")
@@ -169,7 +175,8 @@ def write_rd(config, name, images, rows, jobs, cache, out, provenance) -> Path:
                             "nothing was measured")
     report.write_rows(rows, out)
     curves = report.curves_from_rows(rows, len(images))
-    reference = next((c for c in curves if c.codec == report.REFERENCE), None)
+    report.write_compressai(curves, out)
+    reference = next((c for c in curves if c.codec == config.reference), None)
     kodak = name.lower() == "kodak"  # the anchors are Kodak means
     anchors = report.load_anchors() if kodak else []
     title = f"Rate-distortion on {name} ({len(images)} images)"
@@ -182,14 +189,17 @@ def write_rd(config, name, images, rows, jobs, cache, out, provenance) -> Path:
               "PSNR over RGB on 8-bit values; a codec's point per setting is the mean bpp and "
               "mean PSNR over the images. PSNR at a rate is interpolated linearly in log-rate "
               "between measured points, never extrapolated (- where the curve does not reach). "
-              "BD-rate and BD-PSNR (Bjontegaard, cubic fits over the overlapping range) are "
-              "against the live JPEG 4:2:0 curve; negative BD-rate means fewer bits than JPEG "
-              "for the same PSNR. Times are medians per image and setting; peak memory is the "
-              "largest resident set of an encode (interpreter and libraries included).", "",
-              report.summary_table(curves, reference, report.per_image_bd_rates(rows)), "",
+              "BD-rate and BD-PSNR (Bjontegaard, cubic fits over the overlapping range, never "
+              f"beyond it) are against the live `{config.reference}` curve; negative BD-rate "
+              "means fewer bits for the same PSNR (or MS-SSIM in dB, in its column). Times are "
+              "medians per image and setting; peak memory is the largest resident set of an "
+              "encode (interpreter and libraries included).", "",
+              report.summary_table(curves, reference,
+                                   report.per_image_bd_rates(rows, config.reference)), "",
               "The per-image column is the mean over images of each image's BD-rate against "
-              "JPEG on that image (a typical image), where the BD-rate column is that of the "
-              "mean curves.", ""]
+              "the reference on that image (a typical image), where the BD-rate column is that "
+              "of the mean curves. `compressai/` holds the mean curves in CompressAI's results "
+              "layout.", ""]
     if anchors:
         note = "" if len(images) == 24 and not config.crop else (
             " They are means over all 24 Kodak images at full size; this run measured "

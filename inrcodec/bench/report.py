@@ -146,26 +146,30 @@ def summary_table(curves: list[Curve], reference: Curve | None,
                   per_image: dict[str, float] | None = None) -> str:
     """The summary: PSNR at the usual rates, BD-rate and BD-PSNR against ``reference`` on the
     mean curves (marked * where a curve has fewer than FEW_POINTS points: a straight-line fit),
-    and, given ``per_image``, the mean of the per-image BD-rates."""
+    the BD-rate on MS-SSIM (in dB), and, given ``per_image``, the mean of the per-image
+    BD-rates."""
+    versus = f"vs {reference.label}" if reference else "vs reference"
     head = ["codec", "points", "bpp range"] + [f"PSNR @ {r} bpp" for r in RATES] + [
-        "BD-rate vs JPEG", "BD-PSNR vs JPEG"]
+        f"BD-rate {versus}", f"BD-PSNR {versus}", f"BD-rate (MS-SSIM) {versus}"]
     if per_image is not None:
-        head.append("BD-rate vs JPEG, mean per image")
+        head.append(f"BD-rate {versus}, mean per image")
     head += ["median encode s", "median decode s", "peak memory MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in curves:
         rd = c.rd()
         bdr = bd_rate(rd, reference.rd()) if reference and c is not reference else None
         bdp = bd_psnr(rd, reference.rd()) if reference and c is not reference else None
+        bdm = bd_rate(c.rd_msssim(), reference.rd_msssim()) \
+            if reference and c is not reference else None
         few = "*" if reference and min(len(rd), len(reference.rd())) < FEW_POINTS else ""
         cells = [c.label, str(len(rd)), f"{rd[0][0]:.3f}-{rd[-1][0]:.3f}" if rd else "-"]
         cells += [fmt(psnr_at(rd, r)) for r in RATES]
         if c is reference:
-            cells += ["(reference)", "(reference)"] + (["(reference)"] if per_image is not None
-                                                       else [])
+            cells += ["(reference)"] * (3 + (per_image is not None))
         else:
             cells += [fmt(bdr, 1, "%") + (few if bdr is not None else ""),
-                      fmt(bdp, 2, " dB") + (few if bdp is not None else "")]
+                      fmt(bdp, 2, " dB") + (few if bdp is not None else ""),
+                      fmt(bdm, 1, "%") + (few if bdm is not None else "")]
             if per_image is not None:
                 cells.append(fmt(per_image.get(c.codec), 1, "%"))
         cells += [fmt(c.encode_seconds, 3 if (c.encode_seconds or 0) < 1 else 1),
@@ -248,6 +252,22 @@ def versions() -> dict:
                           ("jpg_2000", "openjpeg")):
         out[name] = features.version(feature) or "unavailable"
     return out
+
+
+def write_compressai(curves: list[Curve], out: Path) -> Path:
+    """The mean curves in CompressAI's results layout, one file per codec in OUT/compressai/:
+    ``{"name", "description", "results": {"bpp", "psnr-rgb", "ms-ssim"}}``, for tools that
+    plot and compare such files."""
+    folder = out / "compressai"
+    folder.mkdir(parents=True, exist_ok=True)
+    for c in curves:
+        stem = "".join(ch if ch.isalnum() else "-" for ch in c.codec).strip("-")
+        document = {"name": c.label, "description": f"{c.codec} ({c.kind}), inr bench",
+                    "results": {"bpp": [p[0] for p in c.points],
+                                "psnr-rgb": [p[1] for p in c.points],
+                                "ms-ssim": [p[2] for p in c.points]}}
+        (folder / f"{stem}.json").write_text(json.dumps(document, indent=1))
+    return folder
 
 
 def write_rows(rows: list[dict], out: Path) -> None:
