@@ -60,5 +60,6 @@ class ColorTransform:
 
 
 def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
-    """[0, 1] floats -> uint8 with rounding to the nearest level."""
-    return (rgb.clamp(0, 1) * 255).round_().to(torch.uint8)
+    """[0, 1] floats -> uint8 with rounding to the nearest level. A NaN (only a forged file's
+    weights can make one) becomes 0 on every machine, where a cast would be undefined."""
+    return (rgb.nan_to_num(0.0).clamp(0, 1) * 255).round_().to(torch.uint8)

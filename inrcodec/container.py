@@ -36,7 +36,7 @@ from typing import ClassVar, Mapping, Protocol
 
 from . import encodings
 from .color import TRANSFORM_IDS, TRANSFORM_NAMES
-from .entropy import CODER_IDS, CODER_NAMES, MAX_BITS, MIN_BITS
+from .entropy import CODER_IDS, CODER_NAMES, MAX_BITS, MIN_BITS, qmax
 from .errors import InrFormatError, InrInputError
 from .fields import Reader, Schema
 from .imageio import MAX_PIXELS, MAX_SIDE
@@ -47,6 +47,7 @@ VERSION = 1
 #: Most weights a file may declare; a header that claims more is refused before allocation.
 MAX_PARAMS = 1 << 24
 MIN_FILE = 3 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 4
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class Layout(Protocol):
@@ -174,7 +175,8 @@ def parse(data: bytes, layouts: Mapping[int, type[Layout]]) -> InrFile:
         bits, step = r.unpack("Bf", f"quantiser of tensor {i}")
         if not MIN_BITS <= bits <= MAX_BITS:
             raise InrFormatError(f"tensor {i} has {bits} bits; {MIN_BITS}..{MAX_BITS} allowed")
-        if not (math.isfinite(step) and step > 0):
+        # Every weight q * step must be a finite float32 (the decoder computes it so).
+        if not (math.isfinite(step) and 0 < step * qmax(bits) <= FLOAT32_MAX):
             raise InrFormatError(f"tensor {i} has a bad step size {step}")
         quants.append(TensorQuant(bits, step))
     payload = r.take(r.remaining, "payload")

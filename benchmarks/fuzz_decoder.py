@@ -1,0 +1,179 @@
+"""Fuzzing the decoder with structure-aware mutations of valid files of every family.
+
+    python benchmarks/fuzz_decoder.py --inputs 1000000 --jobs 2     # docs/security.md
+
+Random bytes stop at the checksum, so each mutant is made from a golden file (tests/golden: every
+family, grey, a Fourier encoding) by one to three of: header bytes changed, the image size set
+anywhere in 1..16384, a hyper-parameter overwritten, quantiser bits and steps set to any value
+(NaN, infinities, negatives, huge), payload bytes flipped, the payload cut or extended or
+replaced, the file cut; and then, nineteen times in twenty, the CRC recomputed, so that what lies
+behind the checksum is what gets fuzzed. Each mutant is read by ``info`` and decoded at four
+small sizes with the default limits. Only ``InrFormatError`` (a bad file) and ``InrInputError`` (a
+decode above the limits) may come out; anything else is a finding, written to ``--findings``.
+The run reports the outcomes, the slowest input and the peak memory of the workers.
+
+Why a mutator of our own rather than Hypothesis (which the test suite uses for its property
+tests) or atheris: a million inputs in an hour needs a loop with no per-example overhead, and
+the mutations must know the layout to get past the checksum; both are a few lines here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import resource
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+
+GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"
+#: Output sizes of each decode: small ones, so a million inputs fit in an hour; large outputs
+#: are bounded by the decoder's limits (docs/cli.md), which tests/test_limits.py checks.
+SIZES = ((7, 5), (33, 17), (1, 64), (64, 1))
+
+
+def seeds() -> list[bytes]:
+    return [p.read_bytes() for p in sorted(GOLDEN.glob("*.inr"))]
+
+
+def _header_length(data: bytes) -> int:
+    import inrcodec
+    return inrcodec.info(data)["header_bytes"]
+
+
+def mutate(data: bytes, header: int, rng: random.Random) -> tuple[bytes, str]:
+    """One mutant of ``data`` (whose header is ``header`` bytes) and what was done to it."""
+    body = bytearray(data[:-4])
+    done = []
+    for _ in range(rng.randint(1, 3)):
+        header = min(header, len(body))  # an earlier mutation may have cut the file
+        kind = rng.randrange(8)
+        if kind == 0 and header > 4:  # any header byte after the magic and version
+            i = rng.randrange(4, header)
+            body[i] = rng.randrange(256)
+            done.append(f"header[{i}]")
+        elif kind == 1:
+            body[4:8] = struct.pack("<HH", rng.randint(1, 16384), rng.randint(1, 16384))
+            done.append("size")
+        elif kind == 2 and header > 12:  # somewhere in the encoding / family fields
+            i = rng.randrange(11, min(header, 40))
+            body[i:i + 2] = rng.randbytes(2)
+            done.append(f"field[{i}]")
+        elif kind == 3:  # a quantiser: bits and step
+            count = max(1, (header - 12) // 5)
+            i = header - 5 * rng.randrange(1, count + 1)
+            step = rng.choice([math.nan, math.inf, -1.0, 0.0, 1e-30, 1e30, rng.random()])
+            body[i:i + 5] = struct.pack("<Bf", rng.randrange(256), step)
+            done.append(f"quantiser[{i}]")
+        elif kind == 4 and len(body) > header:  # payload bytes
+            for _ in range(rng.randint(1, 8)):
+                body[rng.randrange(header, len(body))] = rng.randrange(256)
+            done.append("payload bytes")
+        elif kind == 5:  # the payload cut, extended or replaced
+            choice = rng.randrange(3)
+            if choice == 0:
+                del body[rng.randint(header, len(body)):]
+            elif choice == 1:
+                body += rng.randbytes(rng.randint(1, 4096))
+            else:
+                body[header:] = rng.randbytes(rng.randint(0, 2 * max(1, len(body) - header)))
+            done.append(["payload cut", "payload extended", "payload replaced"][choice])
+        elif kind == 6:
+            del body[rng.randint(0, len(body)):]
+            done.append("file cut")
+        else:
+            i = rng.randrange(len(body)) if body else 0
+            body[i:i + 1] = bytes([rng.randrange(256)])
+            done.append(f"byte[{i}]")
+    if rng.random() < 0.95:
+        return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))), ", ".join(done)
+    return bytes(body) + data[-4:], ", ".join(done) + ", old CRC"
+
+
+def run_chunk(first: int, count: int, seed: int) -> dict:
+    """Inputs first .. first+count-1 (each from its own seed): outcomes, slowest, peak memory."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_chunk(first, count, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_chunk(first: int, count: int, seed: int) -> dict:
+    import inrcodec
+    files = seeds()
+    headers = [_header_length(f) for f in files]
+    outcomes: dict[str, int] = {}
+    findings, slowest = [], (0.0, "")
+    for n in range(first, first + count):
+        rng = random.Random(seed * 1_000_003 + n)
+        k = rng.randrange(len(files))
+        data, how = mutate(files[k], headers[k], rng)
+        start = time.perf_counter()
+        outcome = "decoded"
+        try:
+            inrcodec.info(data)
+            for size in SIZES:
+                inrcodec.decode(data, size=size)
+        except inrcodec.InrFormatError:
+            outcome = "format error"
+        except inrcodec.InrInputError:
+            outcome = "over the limits"
+        except Exception as exc:  # noqa: BLE001 - a finding
+            outcome = "finding"
+            findings.append({"input": n, "seed": seed, "mutation": how,
+                             "error": f"{type(exc).__name__}: {exc}", "data": data.hex()})
+        seconds = time.perf_counter() - start
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if seconds > slowest[0]:
+            slowest = (seconds, f"input {n} ({GOLDEN_NAMES[k]}: {how}): {outcome}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"outcomes": outcomes, "findings": findings, "slowest": slowest, "peak_mib": peak}
+
+
+GOLDEN_NAMES = [p.stem for p in sorted(GOLDEN.glob("*.inr"))]
+
+
+def fuzz(inputs: int, jobs: int = 1, seed: int = 0, chunk: int = 2000) -> dict:
+    from inrcodec.parallel import run_unordered
+    calls = [(first, min(chunk, inputs - first), seed) for first in range(0, inputs, chunk)]
+    total = {"inputs": inputs, "outcomes": {}, "findings": [], "slowest": (0.0, ""),
+             "peak_mib": 0.0}
+    started = time.perf_counter()
+    for done, (_, result) in enumerate(run_unordered(run_chunk, calls, jobs), 1):
+        for k, v in result["outcomes"].items():
+            total["outcomes"][k] = total["outcomes"].get(k, 0) + v
+        total["findings"] += result["findings"]
+        total["slowest"] = max(total["slowest"], tuple(result["slowest"]))
+        total["peak_mib"] = max(total["peak_mib"], result["peak_mib"])
+        if jobs > 1 or done % 10 == 0:
+            print(f"{done}/{len(calls)} chunks, {time.perf_counter() - started:.0f} s, "
+                  f"{total['outcomes']}", file=sys.stderr, flush=True)
+    total["seconds"] = time.perf_counter() - started
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=10000)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--findings", type=Path, default=Path("fuzz-findings.json"))
+    args = parser.parse_args()
+    total = fuzz(args.inputs, args.jobs, args.seed)
+    if total["findings"]:
+        args.findings.write_text(json.dumps(total["findings"], indent=1))
+    summary = {k: v for k, v in total.items() if k != "findings"}
+    summary["findings"] = len(total["findings"])
+    print(json.dumps(summary, indent=1))
+    sys.exit(1 if total["findings"] else 0)
+
+
+if __name__ == "__main__":
+    main()
