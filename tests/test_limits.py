@@ -413,3 +413,27 @@ def test_weights_of_a_forged_file_stay_finite_and_pixels_defined(encoded):
     pixels = inrcodec.decode(with_step(largest * 0.99))
     assert pixels.dtype.name == "uint8" and pixels.shape == (48, 64, 3)
     assert not math.isnan(float(pixels.mean()))
+
+
+def test_plots_give_every_codec_its_own_style_and_anchors_on_ms_ssim(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from inrcodec.bench import report
+    curves = [report.Curve(f"c{i}", f"codec {i}", "inr" if i % 2 else "classical",
+                           [(0.2, 25.0 + i, 0.9), (0.5, 28.0 + i, 0.95)]) for i in range(14)]
+    anchors = [report.Curve("a", "anchor with MS-SSIM", "published", [(0.3, 27.0, 0.93),
+                                                                      (0.6, 30.0, 0.96)]),
+               report.Curve("b", "anchor without", "published", [(0.3, 27.0, float("nan"))])]
+    seen = {}
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: seen.setdefault("fig", fig) and close(fig))
+    report.plot_curves(curves, anchors, tmp_path, "msssim", "t")
+    ax = seen["fig"].axes[0]
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines][-1] == "anchor with MS-SSIM"
+    styles = {(line.get_color(), line.get_marker()) for line in lines}
+    assert len(styles) == len(lines) == 15
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # beside the axes

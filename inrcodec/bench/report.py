@@ -285,21 +285,24 @@ def plot_curves(curves: list[Curve], anchors: list[Curve], out: Path, metric: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
-    styles = {"inr": dict(lw=2.2, marker="o", ms=5), "classical": dict(lw=1.2, marker=".", ms=5),
-              "published": dict(lw=1.2, ls="--", marker="x", ms=4, alpha=0.8)}
-    for c in curves + (anchors if metric == "psnr" else []):
-        rd = c.rd() if metric == "psnr" else c.rd_msssim()
-        if not rd:
-            continue
+    fig, ax = plt.subplots(figsize=(12, 6.5), dpi=110)
+    styles = {"inr": dict(lw=2.2, ms=5), "classical": dict(lw=1.2, ms=5),
+              "published": dict(lw=1.2, ls="--", ms=4, alpha=0.85)}
+    # Every codec its own colour and marker (tab20 has 20 colours; markers tell the rest
+    # apart); the anchors that have an MS-SSIM curve are on that plot too.
+    colours = plt.get_cmap("tab20").colors
+    markers = "osD^vP*Xph<>"
+    drawn = [(c, c.rd() if metric == "psnr" else c.rd_msssim()) for c in curves + anchors]
+    for i, (c, rd) in enumerate((c, rd) for c, rd in drawn if rd):
         xs, ys = zip(*rd)
-        ax.plot(xs, ys, label=c.label, **styles[c.kind])
+        ax.plot(xs, ys, label=c.label, color=colours[i % len(colours)],
+                marker=markers[i % len(markers)], **styles[c.kind])
     ax.set_xlim(0, 2.0)
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR (dB, RGB)" if metric == "psnr" else "MS-SSIM (dB: -10 log10(1 - MS-SSIM))")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     path = out / f"rd_{metric}.png"
     fig.tight_layout()
     fig.savefig(path)
