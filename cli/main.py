@@ -323,8 +323,8 @@ def bench(
     codecs: Optional[str] = typer.Option(None, help="Comma-separated: "
                                          + ", ".join(f"inr:{f}" for f in FAMILY_NAMES)
                                          + " (settings with +key=value, as --hparam takes "
-                                         "them), jpeg, jpeg444, webp, avif, jpeg2000. Default: "
-                                         "all."),
+                                         "them), jpeg, jpeg444, webp, avif, jpeg2000, jpegxl. "
+                                         "Default: all."),
     out: Path = typer.Option(Path("bench-out"), "--out", help="Folder for the report and the "
                              "result cache."),
     bpp: Optional[str] = typer.Option(None, help="Comma-separated rate targets of inr codecs."),

@@ -437,3 +437,14 @@ def test_plots_give_every_codec_its_own_style_and_anchors_on_ms_ssim(tmp_path, m
     assert len(styles) == len(lines) == 15
     legend = ax.get_legend()
     assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # beside the axes
+
+
+def test_jpeg_xl_runs_live_beside_the_other_classical_codecs():
+    from inrcodec.bench.codecs import default_codecs, parse_codec
+    from inrcodec.metrics import psnr
+    codec = parse_codec("jpegxl")
+    assert "jpegxl" in default_codecs() and codec.fingerprint.startswith("imagecodecs-")
+    image = crop(64, 96)
+    coarse, fine = codec.run(image, 7.0), codec.run(image, 0.7)
+    assert len(coarse.data) < len(fine.data)
+    assert fine.decoded.shape == image.shape and psnr(fine.decoded, image) > 35

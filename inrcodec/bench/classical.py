@@ -1,7 +1,9 @@
-"""The classical codecs Pillow ships, behind one small interface, for comparison.
+"""The classical codecs, behind one small interface, for comparison.
 
-Each codec maps a quality setting to encoded bytes and back to pixels. All of them are run
-in-process through Pillow, so their versions are those of Pillow's bundled libraries.
+Each codec maps a quality setting to encoded bytes and back to pixels, in-process: JPEG, WebP,
+AVIF and JPEG 2000 through Pillow (their versions are those of Pillow's bundled libraries), and
+JPEG XL through imagecodecs' libjxl (the bench extra installs it), swept over the Butteraugli
+distance at libjxl's default effort 7.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ class Classical:
     save: Callable[[Image.Image, float], bytes]
 
     def available(self) -> bool:
-        return features.check(self.feature)
+        return bool(features.check(self.feature))
+
+    @property
+    def fingerprint(self) -> str:
+        """What the results depend on: Pillow's version and its library's."""
+        from PIL import __version__ as pillow
+        return f"pillow-{pillow}-{features.version(self.feature)}"
 
     def encode(self, image: np.ndarray, setting: float) -> bytes:
         return self.save(to_pil(image), setting)
@@ -54,6 +62,40 @@ def _setting_kwargs(fmt: str, setting: float) -> dict:
     return {"quality": int(setting)}
 
 
+class JpegXL:
+    """JPEG XL through imagecodecs (libjxl): the setting is the Butteraugli distance."""
+
+    name, label = "jpegxl", "JPEG XL"
+    settings = (15.0, 10.0, 7.0, 5.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.7, 0.5)
+    effort = 7
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import imagecodecs
+        except ImportError:
+            return False
+        return bool(imagecodecs.JPEGXL.available)
+
+    @property
+    def fingerprint(self) -> str:
+        import imagecodecs
+        libjxl = imagecodecs.jpegxl_version().removeprefix("libjxl ")
+        return f"imagecodecs-{imagecodecs.__version__}-libjxl-{libjxl}"
+
+    def encode(self, image: np.ndarray, setting: float) -> bytes:
+        import imagecodecs
+        pixels = image[..., 0] if image.shape[-1] == 1 else image
+        return bytes(imagecodecs.jpegxl_encode(pixels, distance=float(setting),
+                                               effort=self.effort))
+
+    @staticmethod
+    def decode(data: bytes) -> np.ndarray:
+        import imagecodecs
+        array = np.asarray(imagecodecs.jpegxl_decode(data))
+        return array if array.ndim == 3 else array[..., None]
+
+
 _JPEG_Q = (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 85, 90, 95)
 CODECS = {
     "jpeg": Classical("jpeg", "JPEG 4:2:0", "jpg", _JPEG_Q,
@@ -69,6 +111,7 @@ CODECS = {
     "jpeg2000": Classical("jpeg2000", "JPEG 2000", "jpg_2000",
                           (300, 200, 150, 100, 75, 50, 40, 30, 24, 18, 12, 8),
                           _saver("JPEG2000")),
+    "jpegxl": JpegXL(),
 }
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InrInputError
 from ..options import EncodeOptions
 from ..presets import FAMILY_NAMES
-from .classical import CODECS, Classical
+from .classical import CODECS, Classical, JpegXL
 
 #: Default rate targets (bpp) of inr codecs: they bracket 0.25, 0.5 and 1 bpp.
 INR_TARGETS = (0.15, 0.3, 0.6, 1.1)
@@ -70,14 +70,13 @@ class ClassicalCodec(BenchCodec):
 
     kind = "classical"
 
-    def __init__(self, spec: str, codec: Classical):
+    def __init__(self, spec: str, codec: Classical | JpegXL):
         super().__init__(spec, codec.label)
         self.codec = codec
 
     @property
     def fingerprint(self) -> str:
-        from PIL import __version__ as pillow, features
-        return f"pillow-{pillow}-{features.version(self.codec.feature)}"
+        return self.codec.fingerprint
 
     def settings(self, points=None, bpps=None):
         settings = list(self.codec.settings)

@@ -243,7 +243,7 @@ def versions() -> dict:
     from PIL import features
     out = {}
     for dist in ("inrcodec", "torch", "numpy", "pillow", "zstandard", "scikit-image",
-                 "pytorch-msssim", "matplotlib"):
+                 "pytorch-msssim", "matplotlib", "imagecodecs"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -251,6 +251,11 @@ def versions() -> dict:
     for feature, name in (("jpg", "libjpeg"), ("webp", "libwebp"), ("avif", "libavif"),
                           ("jpg_2000", "openjpeg")):
         out[name] = features.version(feature) or "unavailable"
+    try:
+        import imagecodecs
+        out["libjxl"] = imagecodecs.jpegxl_version().removeprefix("libjxl ")
+    except (ImportError, AttributeError):
+        out["libjxl"] = "unavailable"
     return out
 
 
