@@ -42,13 +42,13 @@ def quiet_option():
                         "progress bar, no summary.")
 
 
-def be_quiet(quiet: bool) -> None:
-    """Silence the progress bars, tables, summaries and warnings on stderr; errors still
-    print. Otherwise the library's warnings print as one line each."""
+def setup_output(quiet: bool) -> None:
+    """The library's warnings as one line each (``inr: warning: ...``); with ``quiet``, no
+    progress bar, table, summary or warning on stderr (errors still print)."""
+    from inrcodec.errors import InrWarning
+
     from .progress import stderr
     stderr.quiet = stderr.quiet or quiet
-
-    from inrcodec.errors import InrWarning
     original = warnings.showwarning
 
     def show(message, category, *args, **kwargs) -> None:
@@ -208,7 +208,7 @@ def encode(
     quiet: bool = quiet_option(),
 ) -> None:
     """Fit a network to an image and write it as a .inr file (or many, into a folder)."""
-    be_quiet(quiet)
+    setup_output(quiet)
     with user_errors():
         options = encode_options(hparam, model=model, bpp=bpp, quality=quality, effort=effort,
                                  steps=steps, seed=seed, encoding=encoding, coder=coder,
@@ -262,7 +262,7 @@ def decode(
     quiet: bool = quiet_option(),
 ) -> None:
     """Render .inr files to images, at their own size or any other."""
-    be_quiet(quiet)
+    setup_output(quiet)
     with user_errors():
         wanted = parse_size(size) if size else None
         limits = {"max_pixels": max_pixels, "max_work": max_work}
@@ -347,7 +347,7 @@ def bench(
 ) -> None:
     """Rate-distortion report (bpp vs PSNR, MS-SSIM, BD-rate, plots) against JPEG, WebP, AVIF
     and JPEG 2000."""
-    be_quiet(quiet)
+    setup_output(quiet)
     from inrcodec.bench.main import BenchConfig, run as run_bench
 
     from .progress import count_progress
