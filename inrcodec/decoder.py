@@ -96,8 +96,8 @@ def render(model: ImageModel, out_h: int, out_w: int) -> np.ndarray:
 def decode(source: InrSource, scale: float | None = None, size: tuple[int, int] | None = None,
            device: str = "cpu", max_pixels: int | None = None,
            max_work: float | None = None) -> np.ndarray:
-    """Decode a `.inr` file (a path, bytes or a binary file) to a uint8 array (H, W, C),
-    C = 3 or 1, at any scale or size.
+    """Decode a `.inr` file (a path, bytes or a binary file) to a uint8 array at any scale or
+    size: (H, W, 3) for colour, (H, W) for grey (as Pillow's ``np.asarray`` gives them).
 
     ``device`` renders on ``cuda`` (or ``auto``); the CPU default needs no GPU and gives the
     same pixels everywhere up to floating-point rounding (one 8-bit level at most).
@@ -105,8 +105,8 @@ def decode(source: InrSource, scale: float | None = None, size: tuple[int, int] 
     f = read(read_binary(source, "an .inr file"))
     out_w, out_h = output_size(f.width, f.height, scale, size)
     check_cost(f, out_w, out_h, max_pixels, max_work)
-    model = build(f)
-    return render(model.to(resolve_device(device)), out_h, out_w)
+    pixels = render(build(f).to(resolve_device(device)), out_h, out_w)
+    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
 
 def info(source: InrSource) -> dict:

@@ -182,8 +182,8 @@ def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
 
 
 def to_pil(array: np.ndarray) -> Image.Image:
-    """A Pillow image ("RGB" or "L") from an (H, W, C) uint8 array."""
-    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    """A Pillow image ("RGB" or "L") from a uint8 array (H, W, 3), (H, W, 1) or (H, W)."""
+    return Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
 
 
 def image_format(path: str | os.PathLike) -> str:

@@ -16,8 +16,18 @@ import torch
 __all__ = ["ms_ssim", "ms_ssim_db", "ms_ssim_window", "psnr", "psnr_of_mse"]
 
 
+def _same_shape(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as (H, W, C) (a grey (H, W) is (H, W, 1)); a ValueError if they differ."""
+    a, b = np.atleast_3d(a), np.atleast_3d(b)
+    if a.shape != b.shape:
+        raise ValueError(f"images of different shapes: {a.shape} and {b.shape}")
+    return a, b
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images of one shape, over all samples."""
+    """PSNR in dB between two uint8 images of one shape, over all samples; a grey image may
+    be (H, W) or (H, W, 1)."""
+    a, b = _same_shape(a, b)
     err = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if err == 0 else 10 * math.log10(255.0 ** 2 / err)
 
@@ -37,11 +47,12 @@ def ms_ssim_window(height: int, width: int) -> int | None:
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """MS-SSIM of two uint8 images (H, W, C) in [0, 1]; NaN for images under 33 pixels a side."""
+    """MS-SSIM of two uint8 images (H, W, C) or (H, W), in [0, 1]; NaN for images under 33 pixels a side."""
     try:
         from pytorch_msssim import ms_ssim as _ms_ssim
     except ImportError:  # pragma: no cover - an install without the bench extra
         raise ImportError("MS-SSIM needs pytorch-msssim: pip install 'inrcodec[bench]'") from None
+    a, b = _same_shape(a, b)
     window = ms_ssim_window(a.shape[0], a.shape[1])
     if window is None:
         return float("nan")

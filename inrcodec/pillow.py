@@ -84,7 +84,7 @@ class InrDecoder(ImageFile.PyDecoder):
             pixels = decode(self.fd.read(), size=(self.state.xsize, self.state.ysize))
         except InrError as exc:
             raise OSError(str(exc)) from None
-        self.set_as_raw(pixels.tobytes(), "RGB" if pixels.shape[-1] == 3 else "L")
+        self.set_as_raw(pixels.tobytes(), "RGB" if pixels.ndim == 3 else "L")
         return -1, 0
 
 

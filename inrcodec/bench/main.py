@@ -237,7 +237,7 @@ def _decoded(job: Job, row: dict, cache: Cache) -> np.ndarray | None:
     from ..decoder import decode
     if row["kind"] == "inr":
         data = cache.file(job)
-        return None if data is None else decode(data)
+        return None if data is None else np.atleast_3d(decode(data))
     codec = CODECS[row["codec"]]
     return codec.decode(codec.encode(job.image.pixels, job.setting))
 
@@ -294,8 +294,7 @@ def write_upscale(config, name, images, codecs, jobs, cache, out, provenance) ->
         full = full[:h, :w]
         small = job.image.pixels
         scores = table.setdefault((job.spec, job.setting), {m: [] for m in methods})
-        two = decode(data, scale=2)
-        one = decode(data)
+        two, one = np.atleast_3d(decode(data, scale=2)), np.atleast_3d(decode(data))
         jpeg = jpeg_at_size(small, len(data))
         results = {
             "inr --scale 2": two,
