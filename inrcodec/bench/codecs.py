@@ -93,15 +93,15 @@ class ClassicalCodec(BenchCodec):
         return Coded(data, decoded, encoded - start, time.perf_counter() - encoded)
 
 
-def _code_fingerprint() -> str:
-    """A hash of the codec's source (not the benchmark's), so cached inr results are redone
-    whenever the encoder changes."""
+def inr_fingerprint() -> str:
+    """``inr-`` and a hash of the codec's source (not the benchmark's), so cached inr results
+    are redone whenever the encoder changes."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha1()
     for path in sorted(root.rglob("*.py")):
         if "bench" not in path.relative_to(root).parts:
             h.update(path.read_bytes())
-    return h.hexdigest()[:12]
+    return "inr-" + h.hexdigest()[:12]
 
 
 class InrCodec(BenchCodec):
@@ -119,7 +119,7 @@ class InrCodec(BenchCodec):
 
     @property
     def fingerprint(self) -> str:
-        return "inr-" + _code_fingerprint()
+        return inr_fingerprint()
 
     def settings(self, points=None, bpps=None):
         if bpps:
