@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -15,10 +16,17 @@ if TYPE_CHECKING:
 stderr = Console(stderr=True)
 
 
-def bar(*extra_columns) -> Progress:
+#: Redraws a second. Rich's own refresh thread (10 a second) competes with torch's threads for
+#: the two cores and made a fresh `inr encode` of kodim05 at 0.5 bpp 20% slower (79 s against
+#: 66 s); an encode's bar is redrawn from its callback, at most this often.
+REDRAWS_PER_SECOND = 2
+
+
+def bar(*extra_columns, auto_refresh: bool = True) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     *extra_columns, TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=stderr, transient=False)
+                    TimeRemainingColumn(), console=stderr, transient=False,
+                    auto_refresh=auto_refresh, refresh_per_second=REDRAWS_PER_SECOND)
 
 
 @contextmanager
@@ -27,16 +35,22 @@ def encode_progress(name: str) -> Iterator[Callable[[FitProgress], None]]:
 
     The bar appears at the first report, so an error found before training is the only output.
     """
-    progress = bar(TextColumn("{task.fields[stage]}"), TextColumn("{task.fields[psnr]}"))
+    progress = bar(TextColumn("{task.fields[stage]}"), TextColumn("{task.fields[psnr]}"),
+                   auto_refresh=False)
     task = None
+    drawn = 0.0
 
     def update(p: FitProgress) -> None:
-        nonlocal task
+        nonlocal task, drawn
         if task is None:
             progress.start()
             task = progress.add_task(name, total=p.total, stage="", psnr="")
         psnr = f"{p.psnr:.2f} dB" if p.psnr is not None else ""
         progress.update(task, completed=p.step, total=p.total, stage=p.stage, psnr=psnr)
+        now = time.monotonic()
+        if now - drawn >= 1 / REDRAWS_PER_SECOND or p.step == p.total:
+            progress.refresh()
+            drawn = now
 
     try:
         yield update
