@@ -9,7 +9,8 @@ import torch
 
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
-from inrcodec.fit import AdamStep, Segment, SegmentTrainer, Training
+from inrcodec.fit import (GUARD_WINDOW, AdamStep, Segment, SegmentTrainer, Training,
+                          learning_rate)
 from inrcodec.presets import Schedule
 from inrcodec.models.siren import TiledSiren
 from inrcodec.models.tiling import Tiling
@@ -120,6 +121,37 @@ def test_a_second_start_retrains_the_first_cycle_from_fresh_weights_and_keeps_ea
     assert count == 0 and math.isclose(lr, 0.5e-2, rel_tol=1e-6)
     for w, first, second in zip(weights, evaluated[1], evaluated[3]):
         assert torch.equal(w[0], first[0]) and torch.equal(w[1], second[1])
+
+
+def test_a_collapse_puts_back_the_weights_of_the_lowest_loss_and_halves_the_rate():
+    # Losses (by script) of 1.0, then 0.5, then 10 a window: the third window is a collapse, so
+    # the weights at the end of the second come back, Adam starts again, and the rest of the
+    # segment runs at half the schedule's learning rate. The run's own evaluations never see it.
+    field, task, _ = scripted_two_cells([[1.0, 1.0]] * 2)
+    schedule = Schedule(steps=100, lr=1e-2, eval_every=1000, warmup=0.0)
+    trainer = trainer_for(task, schedule)
+    step, stepped = trainer.step.step, []
+    losses = ([1.0] * GUARD_WINDOW + [0.5] * GUARD_WINDOW + [10.0] * GUARD_WINDOW
+              + [0.4] * GUARD_WINDOW)
+
+    def scripted(draws, lr):
+        stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
+                        trainer.step.count))
+        step(draws, lr)
+        return torch.tensor(losses[len(stepped) - 1])
+
+    trainer.step.step = scripted
+    trainer.run([Segment(4 * GUARD_WINDOW, 1e-2)])
+    assert trainer.guard.collapses == 1
+    weights, lr, count = stepped[3 * GUARD_WINDOW]  # the first step after the collapse
+    kept = stepped[2 * GUARD_WINDOW][0]  # the weights after the second window
+    assert all(torch.equal(w, k) for w, k in zip(weights, kept))
+    assert count == 0 and stepped[3 * GUARD_WINDOW - 1][2] == 3 * GUARD_WINDOW - 1
+    expected = learning_rate(3 * GUARD_WINDOW, 4 * GUARD_WINDOW, schedule, 1e-2)
+    assert math.isclose(lr, 0.5 * expected, rel_tol=1e-6)
+    assert math.isclose(stepped[GUARD_WINDOW][1],
+                        learning_rate(GUARD_WINDOW, 4 * GUARD_WINDOW, schedule, 1e-2),
+                        rel_tol=1e-6)
 
 
 def test_frozen_tensors_stay_as_they_are_while_the_others_train():
