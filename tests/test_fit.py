@@ -163,3 +163,16 @@ def test_frozen_tensors_stay_as_they_are_while_the_others_train():
     after = dict(field.named_parameters())
     assert all(torch.equal(after[n], before[n]) for n in names[:2])
     assert not any(torch.equal(after[n], before[n]) for n in names[2:])
+
+
+def test_the_plain_sirens_best_effort_begins_with_its_default_run():
+    # The best effort's first cycle is the default's training to the step (same length, rate
+    # and everything else), and later cycles start from the best weights: never worse.
+    from inrcodec.presets import preset
+    default, best = preset("siren", "default").schedule, preset("siren", "best").schedule
+    assert dataclasses.replace(best, steps=default.steps, cycles=1,
+                               cycle_decay=default.cycle_decay) == default
+    _, task, _ = scripted_two_cells([])
+    first, *later = Training(best, task).segments
+    assert Training(default, task).segments == [first] and len(later) == best.cycles - 1
+    assert all(s.start == "best" and s.steps == first.steps for s in later)
