@@ -61,9 +61,9 @@ PROBES = 1
 PROBE_PIXELS = 1 << 16
 
 #: Steps over which the collapse guard averages the training loss, and the rise of that mean
-#: over the lowest one so far (6 dB) that it takes for a collapse: a SIREN trained long at a
+#: over the lowest one so far (6 dB) that it takes for a collapse: a network trained long at a
 #: high learning rate can diverge, and an evaluation an eighth of a run later is too late (the
-#: plain SIREN's and the DCT head's best efforts lost 3 to 12 dB on Kodak images that way).
+#: DCT head's best effort lost 4 to 12 dB on five Kodak images that way).
 GUARD_WINDOW = 25
 COLLAPSE_RATIO = 4.0
 
@@ -391,6 +391,7 @@ class Training:
 
     def __init__(self, schedule: Schedule, task: FitTask):
         self.steps = max(1, round(schedule.steps * task.share))
+        self.collapses = 0  # of the last run
         cycles = max(1, min(schedule.cycles, self.steps))
         length = math.ceil(self.steps / cycles)
         starts = max(1, schedule.starts) if task.initialise is not None else 1
