@@ -187,6 +187,9 @@ def encode(
                                         "most 5% above)."),
     quality: Optional[float] = typer.Option(None, min=1, max=100, help="1..100: 0.05 bpp at 1, "
                                             "2 bpp at 100, log-spaced; 50 if neither is given."),
+    psnr: Optional[float] = typer.Option(None, help="Target PSNR in dB instead of a rate: the "
+                                         "smallest file found that reaches it (several fits, "
+                                         "up to 6)."),
     effort: Optional[str] = choice(EFFORTS, help="Training effort (default: default)."),
     steps: Optional[int] = typer.Option(None, help="Training steps (overrides the effort's)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the initialisation and sampling "
@@ -210,9 +213,9 @@ def encode(
     """Fit a network to an image and write it as a .inr file (or many, into a folder)."""
     setup_output(quiet)
     with user_errors():
-        options = encode_options(hparam, model=model, bpp=bpp, quality=quality, effort=effort,
-                                 steps=steps, seed=seed, encoding=encoding, coder=coder,
-                                 device=device)
+        options = encode_options(hparam, model=model, bpp=bpp, quality=quality, psnr=psnr,
+                                 effort=effort, steps=steps, seed=seed, encoding=encoding,
+                                 coder=coder, device=device)
         if batch_target(inputs, output):
             from .batch import encode_file, plan_outputs, run_batch
             pairs = plan_outputs(inputs, output, ".inr")

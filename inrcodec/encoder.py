@@ -7,7 +7,9 @@ options are one :class:`~.options.EncodeOptions`, or the same as keyword setting
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -18,14 +20,14 @@ import torch
 from .color import ColorTransform
 from .decoder import render, resolve_device
 from .encodings import Encoding, parse_encoding
-from .errors import InrInputError
+from .errors import InrInputError, InrWarning, RateTooLow
 from .fit import FitReport, Progress, fit
 from .imageio import ImageLike, load_image
 from .metrics import psnr
 from .models import get_family
 from .models.base import ImageModel
 from .options import EncodeOptions
-from .ratecontrol import RatePlan
+from .ratecontrol import PsnrSearch, RatePlan
 
 
 @dataclass
@@ -89,16 +91,59 @@ def compress(image: ImageLike, options: EncodeOptions | None = None, *,
     the `.inr` bytes with the encoding's measurements.
 
     The options are an :class:`~.options.EncodeOptions`, or keyword settings of the same
-    names (``model``, ``bpp`` or ``quality``, ``effort``, ``coder``, ``seed``, ...), training
-    overrides (``steps``, ``cycles``, ``lr``, ...; :class:`~.presets.Schedule`) and the
-    family's hyper-parameters (``hparams={...}``, or by name), which go on top of ``options``.
-    ``progress`` receives the trainer's progress.
+    names (``model``, ``bpp``, ``quality`` or ``psnr``, ``effort``, ``coder``, ``seed``, ...),
+    training overrides (``steps``, ``cycles``, ``lr``, ...; :class:`~.presets.Schedule`) and
+    the family's hyper-parameters (``hparams={...}``, or by name), which go on top of
+    ``options``. ``progress`` receives the trainer's progress.
+
+    With a ``psnr`` target the image is encoded at the rates :class:`~.ratecontrol.PsnrSearch`
+    proposes (up to ``PSNR_SEARCH_FITS`` fits) and the smallest file that reaches the target
+    is returned; if none does, the best one, with an :class:`~.errors.InrWarning`.
     """
     options = options or EncodeOptions()
     if settings:
         options = options.with_settings(settings)
     start = time.perf_counter()
     pixels = load_image(image)
+    if options.psnr is not None:
+        result = _compress_to_psnr(pixels, options, progress)
+    else:
+        result = _compress(pixels, options, progress)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _compress_to_psnr(pixels: np.ndarray, options: EncodeOptions,
+                      progress: Callable[[Progress], None] | None) -> EncodeResult:
+    search = PsnrSearch(options.psnr)
+    results: list[EncodeResult] = []
+    attempt = 0
+    while (bpp := search.propose()) is not None:
+        attempt += 1
+        label = f"fit {attempt} at {bpp:.3f} bpp"
+        relay = None if progress is None else (
+            lambda p, label=label: progress(dataclasses.replace(p, stage=f"{p.stage}, {label}")))
+        try:
+            result = _compress(pixels, options.replace(psnr=None, bpp=bpp), relay)
+        except RateTooLow as exc:  # below what this image can be encoded at: a floor
+            search.record_too_low(bpp, exc.least_bpp)
+            continue
+        search.record(bpp, result.psnr)
+        results.append(result)
+    if not results:
+        raise InrInputError(f"no rate up to {search.floor:.3g} bpp could encode this image")
+    reached = [r for r in results if r.psnr >= options.psnr]
+    if reached:
+        return min(reached, key=lambda r: r.bytes)
+    best = max(results, key=lambda r: r.psnr)
+    warnings.warn(f"{options.psnr:.2f} dB was not reached in {len(results)} fits; the best "
+                  f"file has {best.psnr:.2f} dB at {best.bpp:.3f} bpp", InrWarning, stacklevel=3)
+    return best
+
+
+def _compress(pixels: np.ndarray, options: EncodeOptions,
+              progress: Callable[[Progress], None] | None) -> EncodeResult:
+    start = time.perf_counter()
     height, width, channels = pixels.shape
     family = get_family(options.model)
     transform, enc = signal_path(family, options, channels)

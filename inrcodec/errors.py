@@ -18,6 +18,15 @@ class InrInputError(InrError, ValueError):
     """An input image or an option cannot be used (not an image, 16-bit, empty, bad size, ...)."""
 
 
+class RateTooLow(InrInputError):
+    """A rate target below the least the image's model header leaves room for (``least_bpp``),
+    which a quality search takes as its floor."""
+
+    def __init__(self, message: str, least_bpp: float):
+        super().__init__(message)
+        self.least_bpp = least_bpp
+
+
 class InrWarning(UserWarning):
     """Something of the input that a `.inr` file does not keep (extra frames, a colour
     profile); the CLI prints it as ``inr: warning: ...``."""

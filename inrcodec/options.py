@@ -27,6 +27,9 @@ from .presets import DEFAULT_FAMILY, EFFORTS, FAMILY_NAMES, SCHEDULE_KEYS, Prese
     preset
 
 DEVICES = ("auto", "cpu", "cuda")
+#: The PSNR targets a search accepts (dB): below, any image is a grey field; above, 8-bit
+#: rounding itself is in the way.
+MIN_PSNR, MAX_PSNR = 10.0, 60.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class EncodeOptions:
     #: neither means quality 50. The file lands at most 5% above the target.
     bpp: float | None = None
     quality: float | None = None
+    #: A quality target instead: the smallest file found whose PSNR (dB, RGB) reaches it, by
+    #: encoding at several rates (``ratecontrol.PsnrSearch``).
+    psnr: float | None = None
     #: The family's hyper-parameters, in full or in part; what is not given is sized for the
     #: rate target.
     hparams: Mapping[str, float] = field(default_factory=dict)
@@ -75,12 +81,14 @@ class EncodeOptions:
         _choice("effort", self.effort, EFFORTS)
         _choice("entropy coder", self.coder, tuple(entropy.CODERS))
         _choice("device", self.device, DEVICES)
-        if self.bpp is not None and self.quality is not None:
-            raise InrInputError("give bpp or quality, not both")
+        if sum(t is not None for t in (self.bpp, self.quality, self.psnr)) > 1:
+            raise InrInputError("give one of bpp, quality and psnr")
         if self.bpp is not None and not 0.001 <= self.bpp <= 64:
             raise InrInputError(f"bpp must be in [0.001, 64], not {self.bpp}")
         if self.quality is not None and not 1 <= self.quality <= 100:
             raise InrInputError(f"quality must be in 1..100, not {self.quality}")
+        if self.psnr is not None and not MIN_PSNR <= self.psnr <= MAX_PSNR:
+            raise InrInputError(f"psnr must be in [{MIN_PSNR}, {MAX_PSNR}] dB, not {self.psnr}")
         if self.bits is not None and not entropy.MIN_BITS <= self.bits <= entropy.MAX_BITS:
             raise InrInputError(f"bits must be in {entropy.MIN_BITS}..{entropy.MAX_BITS}, "
                                 f"not {self.bits}")
@@ -160,7 +168,7 @@ class EncodeOptions:
 
 #: Types of the fields that a setting may name directly.
 FIELD_TYPES: dict[str, type] = {
-    "model": str, "effort": str, "bpp": float, "quality": float, "encoding": str, "color": str,
+    "model": str, "effort": str, "bpp": float, "quality": float, "psnr": float, "encoding": str, "color": str,
     "coder": str, "bits": int, "bits_per_weight": float, "seed": int, "device": str,
     "threads": int, "compile": bool}
 

@@ -18,13 +18,16 @@ for the whole file. Three steps meet it:
    RATE_TOLERANCE over budget.
 
 :class:`RatePlan` ties them together for an encode.
+
+A quality target (``psnr``) is met by encoding at several rates: :class:`PsnrSearch` proposes
+each next rate from the ones tried, and the encoder keeps the smallest file that reaches it.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
@@ -34,7 +37,7 @@ import torch
 from . import bitstream, entropy
 from .color import ColorTransform
 from .encodings import Encoding
-from .errors import InrInputError
+from .errors import InrInputError, RateTooLow
 from .models.base import ImageModel
 from .options import EncodeOptions
 from .quantize import MAX_BITS, MIN_BITS, Quantiser, TensorQuant, choose, to_symbols
@@ -72,9 +75,9 @@ class RatePlan:
         payload_budget = budget - header
         if payload_budget <= 16:
             least = 8 * (header + 17) / (height * width)
-            raise InrInputError(f"{bpp:g} bpp is {budget:.0f} bytes for this {width}x{height} "
-                                f"image, too few for the {header}-byte header of a "
-                                f"{family.name} model: it needs at least {least:.3g} bpp")
+            raise RateTooLow(f"{bpp:g} bpp is {budget:.0f} bytes for this {width}x{height} "
+                             f"image, too few for the {header}-byte header of a "
+                             f"{family.name} model: it needs at least {least:.3g} bpp", least)
         return cls(model, budget, options.coder, None,
                    shared_budget_quantiser(payload_budget, model.n_params(), options.coder))
 
@@ -88,7 +91,8 @@ class RatePlan:
         try:
             data, quants = fit_to_budget(tensors, quants, write, self.budget)
         except ValueError as exc:
-            raise InrInputError(str(exc)) from None
+            bpp = 8 * self.budget / (self.model.height * self.model.width)
+            raise RateTooLow(str(exc), bpp) from None
         bitstream.round_to_stored(self.model, quants)
         return data
 
@@ -106,6 +110,92 @@ def target_bpp(options: EncodeOptions) -> float:
     if options.bpp is not None:
         return options.bpp
     return quality_to_bpp(50 if options.quality is None else options.quality)
+
+
+#: dB per doubling of the rate that a PSNR search assumes until two fits measure it (the
+#: gridded default on Kodak gains about 1.9 from 0.25 to 0.5 bpp and 2.1 from 0.5 to 1), and
+#: the range a measured slope is trusted in.
+PSNR_PER_DOUBLING = 2.0
+SLOPE_RANGE = (0.5, 8.0)
+#: Fits a PSNR search makes at most, and how close (as a ratio of rates) the smallest rate
+#: that reaches the target must be to the largest that does not before it stops.
+PSNR_SEARCH_FITS = 6
+PSNR_SEARCH_CLOSE = 1.06
+#: What a proposal aims above the target (dB), so that a fit lands on the right side of it,
+#: and the excess over the target of a fit that ends the search (0.15 dB is about 5% of rate
+#: at the usual slope: less than a further fit can be expected to save).
+PSNR_MARGIN = 0.05
+PSNR_DONE = 0.15
+#: The rates a search proposes (bits per pixel), and the largest factor between a proposal and
+#: the fit it extrapolates from (a slope measured far from the target is a poor guide).
+SEARCH_BPP = (0.02, 16.0)
+MAX_JUMP = 4.0
+
+
+@dataclass
+class PsnrSearch:
+    """The rates to encode at for the smallest file whose PSNR reaches ``target`` dB: a secant
+    search in log-rate, the slope measured by the fits nearest the target, each proposal
+    kept inside the bracket of rates known to fall short and to reach it. The first guess
+    goes from the gridded default's Kodak point (29.5 dB at 0.5 bpp) at the usual slope."""
+
+    target: float
+    tried: list[tuple[float, float]] = field(default_factory=list)  # (bpp, PSNR)
+    #: The least rate the image can be encoded at (raised when a proposal proves too low),
+    #: and the proposals that did.
+    floor: float = SEARCH_BPP[0]
+    too_low: int = 0
+
+    def record(self, bpp: float, psnr: float) -> None:
+        self.tried.append((bpp, psnr))
+
+    def record_too_low(self, bpp: float, least_bpp: float) -> None:
+        """``bpp`` could not be met (the image needs at least ``least_bpp``): a floor above
+        both."""
+        self.floor = max(self.floor, least_bpp * 1.01, bpp * 1.25)
+        self.too_low += 1
+
+    def bracket(self) -> tuple[float | None, float | None]:
+        """The largest rate tried that fell short, and the smallest that reached the target."""
+        short = [b for b, p in self.tried if p < self.target]
+        reached = [b for b, p in self.tried if p >= self.target]
+        return (max(short) if short else None), (min(reached) if reached else None)
+
+    def slope(self) -> float:
+        """dB per doubling between the two fits nearest the target (if they rise with the
+        rate), else the usual one."""
+        near = sorted(self.tried, key=lambda t: abs(t[1] - self.target))[:2]
+        if len(near) == 2 and near[0][0] != near[1][0]:
+            (b1, p1), (b2, p2) = near
+            measured = (p2 - p1) / math.log2(b2 / b1)
+            if measured > 0:
+                return min(max(measured, SLOPE_RANGE[0]), SLOPE_RANGE[1])
+        return PSNR_PER_DOUBLING
+
+    def propose(self) -> float | None:
+        """The next rate to encode at; None when the search is done."""
+        lo, hi = self.bracket()
+        fits = len(self.tried) + self.too_low
+        if fits >= PSNR_SEARCH_FITS or (lo and hi and hi / lo <= PSNR_SEARCH_CLOSE):
+            return None
+        if any(self.target <= p < self.target + PSNR_DONE for _, p in self.tried):
+            return None
+        if self.tried:
+            bpp, psnr = min(self.tried, key=lambda t: abs(t[1] - self.target))
+        else:
+            bpp, psnr = 0.5, 29.5  # the gridded default's Kodak point, a start
+        guess = bpp * 2 ** ((self.target + PSNR_MARGIN - psnr) / self.slope())
+        guess = min(max(guess, bpp / MAX_JUMP), bpp * MAX_JUMP)
+        # At least one step of PSNR_SEARCH_CLOSE from the bracket's ends, so that every fit
+        # narrows it; the middle when the bracket is too narrow for that.
+        floor = max(lo * PSNR_SEARCH_CLOSE if lo is not None else 0.0, self.floor)
+        ceiling = hi / PSNR_SEARCH_CLOSE if hi is not None else SEARCH_BPP[1]
+        if floor > ceiling:
+            return math.sqrt(lo * hi) if lo is not None and hi is not None else None
+        guess = min(max(guess, floor), ceiling)
+        if any(math.isclose(guess, b) for b, _ in self.tried):
+            return None  # against a bound of the search already tried
+        return guess
 
 
 def size_model(family: type[ImageModel], height: int, width: int, transform: ColorTransform,

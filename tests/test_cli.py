@@ -47,6 +47,18 @@ def test_encode_json_reports_the_file(files):
     assert facts["model"] == "gridded"  # the default family
 
 
+def test_encode_takes_a_psnr_target_and_refuses_it_beside_a_rate(files):
+    folder, png, _ = files
+    out = folder / "psnr.inr"
+    result = invoke("encode", png, "-o", out, "--psnr", "15", "--steps", "40", "--effort",
+                    "fast", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["psnr"] >= 15
+    result = invoke("encode", png, "-o", out, "--psnr", "30", "--bpp", "1")
+    assert result.exit_code != 0
+    assert "one of bpp, quality and psnr" in one_error_line(result)
+
+
 def test_decode_scale_and_size(files):
     folder, _, inr = files
     h, w = inrcodec.info(inr.read_bytes())["height"], inrcodec.info(inr.read_bytes())["width"]

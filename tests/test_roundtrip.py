@@ -101,8 +101,41 @@ def test_quality_maps_to_rate():
     assert inrcodec.quality_to_bpp(50) < inrcodec.quality_to_bpp(51)
 
 
+@pytest.mark.parametrize("slope, offset, target", [
+    (2.3, 27.0, 30.0), (1.5, 31.0, 26.0), (3.0, 25.0, 35.0), (4.0, 22.0, 26.0), (2.0, 29.5, 30.0)])
+def test_a_psnr_search_finds_a_rate_near_the_smallest_that_reaches_the_target(slope, offset,
+                                                                               target):
+    # A curve of `slope` dB per doubling through (0.5 bpp, offset), with fit-to-fit noise of
+    # up to 0.1 dB: within 6 fits, a rate that reaches the target and is at most 10% above
+    # the one that exactly does.
+    from inrcodec.ratecontrol import PSNR_SEARCH_FITS, PsnrSearch
+    noise = np.random.default_rng(0)
+    search = PsnrSearch(target)
+    while (bpp := search.propose()) is not None:
+        search.record(bpp, offset + slope * np.log2(bpp / 0.5) + noise.uniform(-0.1, 0.1))
+    reached = [b for b, p in search.tried if p >= target]
+    ideal = 0.5 * 2 ** ((target - offset) / slope)
+    assert len(search.tried) <= PSNR_SEARCH_FITS and reached
+    assert ideal * 0.97 <= min(reached) <= ideal * 1.10
+
+
+def test_a_psnr_target_gives_the_smallest_file_tried_that_reaches_it():
+    stages = set()
+    result = inrcodec.compress(crop(96, 128), psnr=22.0, steps=100, **FAST,
+                               progress=lambda p: stages.add(p.stage))
+    assert result.psnr >= 22.0  # measured: 22.93 dB at 0.478 bpp after 4 fits
+    # Reached from a first guess for Kodak-like images (0.125 bpp): more than one fit.
+    labels = {s.split(", ")[-1] for s in stages}
+    assert len(labels) >= 2 and all(label.startswith("fit ") for label in labels)
+    with pytest.warns(inrcodec.InrWarning, match="59.00 dB was not reached"):
+        best = inrcodec.compress(crop(16, 16), psnr=59.0, steps=10, **FAST)
+    assert best.psnr < 59.0
+
+
 @pytest.mark.parametrize("options, message", [
-    (dict(bpp=0.5, quality=50), "not both"),
+    (dict(bpp=0.5, quality=50), "one of bpp, quality and psnr"),
+    (dict(psnr=30, bpp=0.5), "one of bpp, quality and psnr"),
+    (dict(psnr=80), "psnr must be in"),
     (dict(effort="slow"), "unknown effort"),
     (dict(model="jpeg"), "unknown model"),
     (dict(bpp=0.01), "too few"),
