@@ -222,30 +222,32 @@ class CollapseGuard:
     weights at the end of the window with the lowest mean loss so far. A window whose mean is
     ``COLLAPSE_RATIO`` times that lowest (or not a number) is a collapse: those weights are put
     back and the rest of the segment runs at half the learning rate (halved again at each
-    further collapse). Reading the loss once a window costs nothing measurable."""
+    further collapse). A step only keeps its loss tensor; the window's are read together, so
+    the guard adds no tensor operation to a step."""
 
     def __init__(self, named: list[tuple[str, torch.nn.Parameter]]):
         self.params = [p for _, p in named]
         self.weights = [p.detach().clone() for p in self.params]
         self.lowest = math.inf
-        self.total: torch.Tensor | float = 0.0
-        self.count = 0
+        self.losses: list[torch.Tensor] = []
         self.scale = 1.0  # of the learning rate, for the rest of the segment
         self.collapses = 0
 
     def begin_segment(self) -> None:
         """A segment starts from other weights (fresh, best): the loss history starts again."""
-        self.lowest, self.total, self.count, self.scale = math.inf, 0.0, 0, 1.0
+        self.lowest, self.losses, self.scale = math.inf, [], 1.0
 
-    @torch.no_grad()
     def watch(self, loss: torch.Tensor) -> bool:
         """Count one step's loss; True when the weights were just put back after a collapse."""
-        self.total = self.total + loss.detach()
-        self.count += 1
-        if self.count < GUARD_WINDOW:
+        self.losses.append(loss)
+        if len(self.losses) < GUARD_WINDOW:
             return False
-        mean = float(self.total) / self.count
-        self.total, self.count = 0.0, 0
+        return self._end_window()
+
+    @torch.no_grad()
+    def _end_window(self) -> bool:
+        mean = float(torch.stack(self.losses).double().mean())
+        self.losses = []
         if mean < self.lowest:
             self.lowest = mean
             for w, p in zip(self.weights, self.params):
