@@ -506,6 +506,14 @@ class _Reporter:
         return report
 
 
+def planned_steps(schedule: Schedule) -> int:
+    """The steps a fit under ``schedule`` reports as its total (every stage together)."""
+    # Extra starts of the first cycle add steps (on stages that can draw fresh weights).
+    first_cycle = math.ceil(schedule.steps / max(1, min(schedule.cycles, schedule.steps)))
+    return (schedule.steps + (schedule.starts - 1) * first_cycle + schedule.qat_steps
+            + schedule.progressive_steps)
+
+
 def fit(model: ImageModel, target: torch.Tensor, schedule: Schedule, *, seed: int = 0,
         compile: bool | None = None, quantiser: Quantiser | None = None,
         progress: Callable[[Progress], None] | None = None) -> FitReport:
@@ -517,10 +525,7 @@ def fit(model: ImageModel, target: torch.Tensor, schedule: Schedule, *, seed: in
     """
     generator = torch.Generator().manual_seed(seed)
     report = FitReport()
-    # Extra starts of the first cycle add steps (on stages that can draw fresh weights).
-    first_cycle = math.ceil(schedule.steps / max(1, min(schedule.cycles, schedule.steps)))
-    reporter = _Reporter(progress, schedule.steps + (schedule.starts - 1) * first_cycle
-                         + schedule.qat_steps + schedule.progressive_steps)
+    reporter = _Reporter(progress, planned_steps(schedule))
     for task in model.fit_tasks(target):
         start = time.perf_counter()
         stage = Stage(task, schedule, generator, compile, reporter.phase)

@@ -21,6 +21,9 @@ The numbers come from measurements in docs/experiments.md:
   at the peak rate drifts away and never comes back).
 - the residual and DCT best efforts are longer single cosines (see docs/models.md for where
   they fall short), kept from collapsing by the trainer's collapse guard.
+
+Whatever the family, the best effort is never worse than the default at the same rate: the
+encoder runs the default's encode too and keeps the better file (``encoder._compress``).
 """
 
 from __future__ import annotations

@@ -132,6 +132,29 @@ def test_a_psnr_target_gives_the_smallest_file_tried_that_reaches_it():
     assert best.psnr < 59.0
 
 
+def test_the_best_effort_keeps_the_better_of_the_default_encode_and_its_long_run(monkeypatch):
+    # The best effort is the default's encode and the best schedule's, keeping the higher PSNR:
+    # never worse than the default at the same rate, even where the long run ends lower.
+    from inrcodec.presets import PRESETS, Preset, Schedule
+    monkeypatch.setitem(PRESETS["siren"], "default", Preset(Schedule(steps=60)))
+    options = dict(model="siren", bpp=4.0, compile=False)
+    image = crop(16, 16)
+    default = inrcodec.compress(image, **options)
+    monkeypatch.setitem(PRESETS["siren"], "best", Preset(Schedule(steps=3)))  # loses
+    assert inrcodec.compress(image, effort="best", **options).data == default.data
+    monkeypatch.setitem(PRESETS["siren"], "best", Preset(Schedule(steps=400)))  # wins
+    seen = []
+    best = inrcodec.compress(image, effort="best", progress=seen.append, **options)
+    assert best.psnr > default.psnr + 1 and best.data != default.data
+    # one bar over both runs: steps never go back and end at the two runs' total
+    assert [p.step for p in seen] == sorted(p.step for p in seen)
+    assert {p.total for p in seen} == {460} and seen[-1].step == 460
+    assert "default run" in seen[0].stage and "long run" in seen[-1].stage
+    # a schedule set by the caller is that encode alone
+    alone = inrcodec.compress(image, effort="best", steps=3, **options)
+    assert alone.psnr < default.psnr
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(bpp=0.5, quality=50), "one of bpp, quality and psnr"),
     (dict(psnr=30, bpp=0.5), "one of bpp, quality and psnr"),
