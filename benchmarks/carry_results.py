@@ -11,6 +11,7 @@ with the current one and their keys to match, and says how many it carried.
     python benchmarks/carry_results.py docs/results/kodak ../shared/datasets/kodak \\
         --from inr-688378bbb618
 
+``--codecs`` carries only the rows of some codecs (those whose encodes the change left alone).
 Then name the new fingerprint in docs/results/README.md, and check with the report's own
 ``--cached-only`` command that every row is taken from the cache.
 """
@@ -33,7 +34,10 @@ def main() -> None:
     parser.add_argument("dataset", type=Path, help="the images the rows were measured on")
     parser.add_argument("--from", dest="old", required=True,
                         help="the fingerprint to carry over (e.g. inr-688378bbb618)")
+    parser.add_argument("--codecs", help="only these codec specs (comma-separated, as the rows "
+                        "name them, e.g. inr:gridded,inr:dct+effort=best); default: every inr row")
     args = parser.parse_args()
+    only = set(args.codecs.split(",")) if args.codecs else None
 
     rows = json.loads((args.results / "results.json").read_text())
     digests = {image.name: image for image in load_dataset(args.dataset)[1]}
@@ -41,6 +45,8 @@ def main() -> None:
     carried = 0
     for row in rows:
         if row["kind"] != "inr" or row["fingerprint"] != args.old:
+            continue
+        if only is not None and row["codec"] not in only:
             continue
         job = Job(digests[row["image"]], row["codec"], row["setting"], row["effort"], new)
         row["key"], row["fingerprint"] = job.key, new
