@@ -11,6 +11,7 @@ with the current one and their keys to match, and says how many it carried.
     python benchmarks/carry_results.py docs/results/kodak ../shared/datasets/kodak \\
         --from inr-688378bbb618
 
+An encoded file in the report's cache is copied to the new key too (for the report's crops).
 ``--codecs`` carries only the rows of some codecs (those whose encodes the change left alone).
 Then name the new fingerprint in docs/results/README.md, and check with the report's own
 ``--cached-only`` command that every row is taken from the cache.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from inrcodec.bench.codecs import inr_fingerprint
@@ -49,6 +51,9 @@ def main() -> None:
         if only is not None and row["codec"] not in only:
             continue
         job = Job(digests[row["image"]], row["codec"], row["setting"], row["effort"], new)
+        encoded = args.results / "cache" / f"{row['key']}.inr"
+        if encoded.exists():  # the same bytes: the report's crops can still show them
+            shutil.copyfile(encoded, encoded.with_name(f"{job.key}.inr"))
         row["key"], row["fingerprint"] = job.key, new
         carried += 1
     write_rows(rows, args.results)
