@@ -11,7 +11,8 @@ with the current one and their keys to match, and says how many it carried.
     python benchmarks/carry_results.py docs/results/kodak ../shared/datasets/kodak \\
         --from inr-688378bbb618
 
-An encoded file in the report's cache is copied to the new key too (for the report's crops).
+The entries of the report's cache are carried too (their encoded files with them, for the
+report's crops).
 ``--codecs`` carries only the rows of some codecs (those whose encodes the change left alone).
 Then name the new fingerprint in docs/results/README.md, and check with the report's own
 ``--cached-only`` command that every row is taken from the cache.
@@ -40,24 +41,41 @@ def main() -> None:
                         "name them, e.g. inr:gridded,inr:dct+effort=best); default: every inr row")
     args = parser.parse_args()
     only = set(args.codecs.split(",")) if args.codecs else None
-
-    rows = json.loads((args.results / "results.json").read_text())
-    digests = {image.name: image for image in load_dataset(args.dataset)[1]}
+    images = {image.name: image for image in load_dataset(args.dataset)[1]}
     new = inr_fingerprint()
+
+    def job(row: dict, fingerprint: str) -> Job:
+        return Job(images[row["image"]], row["codec"], row["setting"], row["effort"], fingerprint)
+
+    def wanted(row: dict) -> bool:
+        return row.get("kind") == "inr" and row.get("image") in images \
+            and (only is None or row["codec"] in only)
+
+    cache = args.results / "cache"
     carried = 0
+    results = args.results / "results.json"
+    rows = json.loads(results.read_text()) if results.exists() else []
     for row in rows:
-        if row["kind"] != "inr" or row["fingerprint"] != args.old:
+        if wanted(row) and row["fingerprint"] == args.old:
+            row["key"], row["fingerprint"] = job(row, new).key, new
+            carried += 1
+    if rows:
+        write_rows(rows, args.results)
+    # The cache too (a narrower run's results.json lacks the rows of the runs before it): an
+    # entry is of the old fingerprint when its row's job under that fingerprint has its key.
+    entries = 0
+    for path in sorted(cache.glob("*.json")) if cache.is_dir() else []:
+        row = json.loads(path.read_text())
+        if not wanted(row) or job(row, args.old).key != path.stem:
             continue
-        if only is not None and row["codec"] not in only:
-            continue
-        job = Job(digests[row["image"]], row["codec"], row["setting"], row["effort"], new)
-        encoded = args.results / "cache" / f"{row['key']}.inr"
-        if encoded.exists():  # the same bytes: the report's crops can still show them
-            shutil.copyfile(encoded, encoded.with_name(f"{job.key}.inr"))
-        row["key"], row["fingerprint"] = job.key, new
-        carried += 1
-    write_rows(rows, args.results)
-    print(f"{carried} of {len(rows)} rows carried from {args.old} to {new}")
+        key = job(row, new).key
+        (cache / f"{key}.json").write_text(json.dumps({**row, **(
+            {"key": key, "fingerprint": new} if "key" in row else {})}))
+        if path.with_suffix(".inr").exists():  # the same bytes: the report's crops show them
+            shutil.copyfile(path.with_suffix(".inr"), cache / f"{key}.inr")
+        entries += 1
+    print(f"{carried} of {len(rows)} rows and {entries} cache entries carried from {args.old} "
+          f"to {new}")
 
 
 if __name__ == "__main__":
