@@ -87,8 +87,8 @@ def dataset(tmp_path_factory):
 
 
 def config(dataset, out, **kw):
-    return BenchConfig(dataset=dataset, codecs=["inr:dct+steps=40", "jpeg", "webp"], out=out,
-                       points=2, effort="fast", command="pytest", **kw)
+    return BenchConfig(**{"dataset": dataset, "codecs": ["inr:dct+steps=40", "jpeg", "webp"],
+                          "out": out, "points": 2, "effort": "fast", "command": "pytest", **kw})
 
 
 def test_quick_run_writes_every_file_and_resumes_from_cache(dataset, tmp_path, monkeypatch):
@@ -149,6 +149,43 @@ def test_results_json_alone_fills_an_empty_cache(dataset, tmp_path, monkeypatch)
     assert [(j.image.name, j.spec, j.setting) for j in ran] == [
         (rows[0]["image"], rows[0]["codec"], rows[0]["setting"])]
     assert "- 11 results taken" in text
+
+
+def test_carried_rows_report_again_under_the_new_fingerprint_without_running(dataset, tmp_path,
+                                                                             monkeypatch):
+    # benchmarks/carry_results.py, after a change that leaves the bytes alone: the listed
+    # codecs' rows (results.json) and cache entries (with their encoded files) move to the new
+    # fingerprint; the other codecs' stay stale and a cached-only report leaves them out.
+    import runpy
+    import sys
+
+    from inrcodec.bench import codecs
+    specs = ["inr:dct+steps=40", "inr:siren+steps=20", "jpeg"]
+
+    def carry(folder, old):
+        monkeypatch.setattr(sys, "argv", ["carry_results.py", str(folder), str(dataset),
+                                          "--from", old, "--codecs", "inr:dct+steps=40"])
+        runpy.run_path("benchmarks/carry_results.py", run_name="__main__")
+
+    for source in ("results.json", "cache"):
+        folder = tmp_path / source
+        monkeypatch.undo()
+        run(config(dataset, folder, codecs=specs))
+        old = next(r["fingerprint"] for r in json.loads((folder / "results.json").read_text())
+                   if r["kind"] == "inr")
+        monkeypatch.setattr(codecs, "inr_fingerprint", lambda: "inr-000000000000")
+        monkeypatch.setattr(runner, "run_job", lambda job: pytest.fail(f"ran {job}"))
+        if source == "cache":  # carried from one of the two alone
+            (folder / "results.json").unlink()
+        carry(folder, old)
+        if source == "results.json":
+            shutil.rmtree(folder / "cache")
+        text = run(config(dataset, folder, codecs=specs, cached_only=True)).read_text()
+        summary = text.split("## Published")[0]
+        assert "from the cache only: 4 planned jobs had not been run" in text  # siren's 2 x 2
+        assert "| inr dct steps=40 | 2 |" in summary and "inr siren" not in summary
+        crops_lack_dct = "results.json): inr dct" in text
+        assert crops_lack_dct == (source == "results.json")
 
 
 def test_report_elsewhere_links_its_plots_relative_to_itself(dataset, tmp_path):
