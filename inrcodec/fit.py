@@ -351,6 +351,8 @@ class SegmentTrainer:
                     loss = self.step(draws, self.lr)
                 if guard.watch(loss):
                     self.step.reset()  # Adam's moments belong to the collapsed weights
+                if self.task.control is not None:
+                    self.task.control(within + 1, segment.steps)
                 i += 1
                 if (within + 1) % every == 0 or within + 1 == segment.steps:
                     start = time.perf_counter()
@@ -360,6 +362,8 @@ class SegmentTrainer:
                 elif i % PROGRESS_EVERY == 0:
                     self.progress(i, psnr_of_mse(best.mse))
         self.loop_seconds = time.perf_counter() - loop_start - self.first_step_seconds
+        if not self.task.keep_best:
+            return self.evaluate()
         best.restore()
         return best.mse if best.groups is None else self.evaluate()
 
@@ -460,13 +464,17 @@ class ProgressiveRounding:
 
 
 @torch.no_grad()
-def measure_sensitivity(task: FitTask, seed: int) -> dict[str, float]:
-    """Per tensor of the stage: the MSE increase per unit variance of uniform noise added to its
-    weights (noise about the size of 6-bit quantisation), averaged over PROBES draws."""
+def measure_sensitivity(task: FitTask, seed: int, skip: frozenset[str] = frozenset()
+                        ) -> dict[str, float]:
+    """Per tensor of the stage (but ``skip``): the MSE increase per unit variance of uniform
+    noise added to its weights (noise about the size of 6-bit quantisation), averaged over
+    PROBES draws."""
     generator = torch.Generator().manual_seed(seed)
     base = task.evaluate(PROBE_PIXELS)
     out = {}
     for name, p in task.module.named_parameters():
+        if name in skip:
+            continue
         amplitude = 2.0 * choose(p, 8).step
         saved = p.detach().clone()
         increase = 0.0
@@ -479,8 +487,8 @@ def measure_sensitivity(task: FitTask, seed: int) -> dict[str, float]:
     return out
 
 
-def eight_bits(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None = None
-               ) -> dict[str, TensorQuant]:
+def eight_bits(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None = None,
+               fixed: object = None) -> dict[str, TensorQuant]:
     """The quantiser of a fit without a rate target: every tensor at 8 bits over its range."""
     return {n: choose(t, 8) for n, t in tensors.items()}
 
@@ -534,12 +542,16 @@ def fit(model: ImageModel, target: torch.Tensor, schedule: Schedule, *, seed: in
         reporter.done += training.total_steps
 
         names = _stored_names(model, task.module)
-        stored = {names[n]: p.detach() for n, p in task.module.named_parameters()}
+        own = task.fixed_quants() if task.fixed_quants is not None else {}
+        params = dict(task.module.named_parameters())
+        fixed = {names[n]: (params[n].detach(), q) for n, q in own.items()}
+        stored = {names[n]: p.detach() for n, p in params.items() if n not in own}
         sensitivity = None
         if schedule.allocation == "sensitivity" and quantiser is not None:
-            probed = measure_sensitivity(task, seed)
+            probed = measure_sensitivity(task, seed, frozenset(own))
             sensitivity = {names[n]: v for n, v in probed.items()}
-        chosen = (quantiser or eight_bits)(stored, sensitivity)
+        chosen = (quantiser or eight_bits)(stored, sensitivity, fixed)
+        chosen.update({n: q for n, (_, q) in fixed.items()})
         quants = {n: chosen[names[n]] for n in names}
 
         fine_tuning = QuantisedFineTuning(schedule, task)

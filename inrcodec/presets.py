@@ -141,6 +141,11 @@ PRESETS: Mapping[str, Mapping[str, Preset]] = {
         "default": Preset(Schedule(steps=6000)),
         "best":    Preset(Schedule(steps=80000)),
     },
+    "latent": {
+        "fast":    Preset(Schedule(steps=300, batch=16384, lr=1e-2)),
+        "default": Preset(Schedule(steps=1500, batch=16384, lr=1e-2)),
+        "best":    Preset(Schedule(steps=12000, batch=16384, lr=1e-2)),
+    },
 }
 
 #: The family names, in the order ``inr encode --model`` lists them (and their ids in files).

@@ -11,6 +11,7 @@ sees quantised weights, the gradient reaches the float weights unchanged (straig
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,9 +33,12 @@ class TensorQuant:
         return qmax(self.bits)
 
 
-#: Picks the quantisers of a set of tensors from {stored name: tensor} and, optionally, each
-#: tensor's sensitivity (rate control's step search; see :mod:`.ratecontrol`).
-Quantiser = Callable[[dict[str, torch.Tensor], dict[str, float] | None],
+#: Picks the quantisers of a set of tensors from {stored name: tensor}, optionally each
+#: tensor's sensitivity, and the tensors whose quantisers are fixed already, {stored name:
+#: (tensor, quantiser)}, which share the file with them (rate control's step search; see
+#: :mod:`.ratecontrol`).
+Quantiser = Callable[[dict[str, torch.Tensor], dict[str, float] | None,
+                      dict[str, tuple[torch.Tensor, "TensorQuant"]] | None],
                      dict[str, "TensorQuant"]]
 
 
@@ -44,6 +48,16 @@ def choose(weights: torch.Tensor, bits: int) -> TensorQuant:
         raise ValueError(f"bits must be in [{MIN_BITS}, {MAX_BITS}], not {bits}")
     peak = float(weights.detach().abs().max()) if weights.numel() else 0.0
     step = float(np.float32(peak / qmax(bits))) if peak > 0 else 1.0
+    return TensorQuant(bits, step)
+
+
+def with_step(tensor: torch.Tensor, step: float) -> TensorQuant:
+    """A quantiser of ``step`` (as stored, in float32) with just enough bits for the tensor."""
+    step = float(np.float32(step))
+    peak = float(tensor.abs().max()) if tensor.numel() else 0.0
+    bits = max(MIN_BITS, int(math.ceil(math.log2(round(peak / step) + 1))) + 1)
+    if bits > MAX_BITS:
+        return choose(tensor, MAX_BITS)
     return TensorQuant(bits, step)
 
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-import numpy as np
 import torch
 
 from . import bitstream, entropy
@@ -40,7 +39,7 @@ from .encodings import Encoding
 from .errors import InrInputError, RateTooLow
 from .models.base import ImageModel
 from .options import EncodeOptions
-from .quantize import MAX_BITS, MIN_BITS, Quantiser, TensorQuant, choose, to_symbols
+from .quantize import Quantiser, TensorQuant, choose, to_symbols, with_step
 
 #: The file never exceeds its budget by more than this factor.
 RATE_TOLERANCE = 1.05
@@ -78,6 +77,7 @@ class RatePlan:
             raise RateTooLow(f"{bpp:g} bpp is {budget:.0f} bytes for this {width}x{height} "
                              f"image, too few for the {header}-byte header of a "
                              f"{family.name} model: it needs at least {least:.3g} bpp", least)
+        model.plan_rate(payload_budget)
         return cls(model, budget, options.coder, None,
                    shared_budget_quantiser(payload_budget, model.n_params(), options.coder))
 
@@ -224,16 +224,6 @@ def size_model(family: type[ImageModel], height: int, width: int, transform: Col
     return net
 
 
-def with_step(tensor: torch.Tensor, step: float) -> TensorQuant:
-    """A quantiser of ``step`` (as stored, in float32) with just enough bits for the tensor."""
-    step = float(np.float32(step))
-    peak = float(tensor.abs().max()) if tensor.numel() else 0.0
-    bits = max(MIN_BITS, int(math.ceil(math.log2(round(peak / step) + 1))) + 1)
-    if bits > MAX_BITS:
-        return choose(tensor, MAX_BITS)
-    return TensorQuant(bits, step)
-
-
 def step_shape(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None
                ) -> dict[str, float]:
     """Relative step sizes c_t: sqrt(n_t / S_t) with sensitivities, else the 8-bit range steps."""
@@ -256,16 +246,24 @@ def payload_size(tensors: dict[str, torch.Tensor], quants: dict[str, TensorQuant
     return len(entropy.encode(symbols, [quants[n].bits for n in tensors], coder))
 
 
-def budget_quantiser(budget_bytes: float, coder: str = entropy.DEFAULT_CODER) -> Quantiser:
-    """The quantisers, shaped by ``step_shape``, whose payload is the largest within budget."""
+#: Tensors whose quantisers are fixed already: {stored name: (tensor, quantiser)}.
+Fixed = dict[str, tuple[torch.Tensor, TensorQuant]]
 
-    def choose_quants(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None
-                      ) -> dict[str, TensorQuant]:
+
+def budget_quantiser(budget_bytes: float, coder: str = entropy.DEFAULT_CODER) -> Quantiser:
+    """The quantisers, shaped by ``step_shape``, whose payload (with the ``fixed`` tensors', if
+    any) is the largest within budget."""
+
+    def choose_quants(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None,
+                      fixed: Fixed | None = None) -> dict[str, TensorQuant]:
+        fixed = fixed or {}
         shape = step_shape(tensors, sensitivity)
+        everything = {**tensors, **{n: t for n, (t, _) in fixed.items()}}
 
         def attempt(log_s: float) -> tuple[dict[str, TensorQuant], int]:
             quants = {n: with_step(t, shape[n] * math.exp(log_s)) for n, t in tensors.items()}
-            return quants, payload_size(tensors, quants, coder)
+            return quants, payload_size(everything, {**quants, **{n: q for n, (_, q)
+                                                                  in fixed.items()}}, coder)
 
         lo, hi = math.log(1 / 256), math.log(256)
         best = attempt(hi)[0]
@@ -282,18 +280,21 @@ def budget_quantiser(budget_bytes: float, coder: str = entropy.DEFAULT_CODER) ->
 
 
 def fixed_bits(bits: int) -> Quantiser:
-    """Every tensor quantised to ``bits`` bits over its full range."""
-    return lambda tensors, sensitivity=None: {n: choose(t, bits) for n, t in tensors.items()}
+    """Every tensor quantised to ``bits`` bits over its full range (fixed ones as they are)."""
+    return lambda tensors, sensitivity=None, fixed=None: {n: choose(t, bits)
+                                                          for n, t in tensors.items()}
 
 
 def shared_budget_quantiser(payload_budget: float, total: int, coder: str) -> Quantiser:
     """A budget quantiser for one stage of a model of ``total`` weights: the stage's tensors
-    get the payload budget in proportion to their share of the weights."""
+    (its fixed ones included) get the payload budget in proportion to their share of the
+    weights."""
 
-    def quantiser(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None
-                  ) -> dict[str, TensorQuant]:
-        share = sum(t.numel() for t in tensors.values()) / total
-        return budget_quantiser(payload_budget * share, coder)(tensors, sensitivity)
+    def quantiser(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] | None,
+                  fixed: Fixed | None = None) -> dict[str, TensorQuant]:
+        stage = list(tensors.values()) + [t for t, _ in (fixed or {}).values()]
+        share = sum(t.numel() for t in stage) / total
+        return budget_quantiser(payload_budget * share, coder)(tensors, sensitivity, fixed)
 
     return quantiser
 

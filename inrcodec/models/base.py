@@ -30,6 +30,7 @@ import torch
 from ..color import ColorTransform
 from ..encodings import Encoding
 from ..fields import Reader, Schema
+from ..quantize import TensorQuant
 
 #: Samples evaluated at once when rendering; bounds decode memory for any output size.
 RENDER_CHUNK = 1 << 16
@@ -88,6 +89,16 @@ class FitTask:
     initialise: Callable[[torch.Generator], None] | None = None
     name: str = "fit"
     share: float = 1.0  # fraction of the training steps this stage gets
+    #: Called after every training step with (the step within its segment, the segment's
+    #: steps), outside the compiled step: a stage that steers its own training (the latent
+    #: family's rate) does it here.
+    control: Callable[[int, int], None] | None = None
+    #: Keep the weights with the lowest evaluated MSE (False: the last ones, for a stage whose
+    #: loss trades MSE against rate, where the lowest MSE is not the best).
+    keep_best: bool = True
+    #: The quantisers of the tensors that the stage fixes itself (by its parameter names; the
+    #: latent family's integer latents); rate control picks the others' steps around them.
+    fixed_quants: Callable[[], dict[str, TensorQuant]] | None = None
 
 
 class ImageModel(torch.nn.Module):
@@ -130,6 +141,10 @@ class ImageModel(torch.nn.Module):
     def read_extra(cls, reader: Reader, hparams: dict, height: int, width: int) -> dict:
         """Read and validate what ``pack_extra`` wrote; raise InrFormatError if it is bad."""
         return {}
+
+    def plan_rate(self, payload_bytes: float) -> None:
+        """Told by rate control, before fitting, the payload the file may spend (for a family
+        that trades rate against distortion in training; the others ignore it)."""
 
     @classmethod
     def validate_for_image(cls, hparams: dict, height: int, width: int, channels: int) -> None:

@@ -20,6 +20,7 @@ CASES = {
     "residual": dict(model="residual", hparams={"rows": 2, "cols": 2, "cells": 2}),
     "dct": dict(model="dct"),
     "siren-grey": dict(model="siren", grey=True),
+    "latent": dict(model="latent", steps=300, hparams={"upsampling": 1}),
 }
 
 
@@ -36,7 +37,8 @@ def main() -> None:
             continue
         options = dict(options)
         image = source()[..., 1] if options.pop("grey", False) else source()
-        data = inrcodec.encode(image, bpp=4.0, steps=60, effort="fast", compile=False, **options)
+        options.setdefault("steps", 60)
+        data = inrcodec.encode(image, bpp=4.0, effort="fast", compile=False, **options)
         inr.write_bytes(data)
         (HERE / f"{name}.png").write_bytes(image_bytes(inrcodec.decode(data)))
         (HERE / f"{name}@2x.png").write_bytes(image_bytes(inrcodec.decode(data, scale=2)))

@@ -1,0 +1,342 @@
+"""The latent-grid family: a pyramid of integer latent grids read by a small synthesis network.
+
+After Cool-chic and C3 (docs/models.md): most of the image is stored as ``levels`` grids of
+``channels`` latent values each, the finest at full resolution and each next one half the size
+of the one before (level l is ceil(H / 2^l) x ceil(W / 2^l)). A pixel's colour is a small
+network (the synthesis: ``depth`` hidden layers of ``width``, ReLU) applied to the latents of
+every level interpolated at the pixel's position. The latents are stored as integers (step 1),
+entropy-coded by the file's coder like any tensor (the ``rans`` coder models each grid as a
+two-sided geometric distribution, the integer form of a Laplace, with its ratio in the file), so
+their cost is what training trades against distortion.
+
+Any output size: the grids are continuous functions of position (bilinear or bicubic
+interpolation of their values, whose sample l, (i, j) sits at ((i + 1/2) 2^l, (j + 1/2) 2^l)
+in pixel units, clamped at the borders), so a decode at any scale samples the same function.
+
+Training (``fit_tasks``): random pixels, the loss ``MSE + lambda * bits per pixel``, where the
+bits of the latents are estimated as each grid's geometric code length (an L1 term weighted by
+the bits per unit magnitude of the grid's current code) and ``lambda`` is steered during the fit
+so that the rounded latents land on the rate that rate control gives the family
+(:meth:`plan_rate`). The latents see uniform noise in place of rounding for most of the fit, and
+rounding with a straight-through gradient at the end (``HARD_ROUNDING``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from ..color import ColorTransform
+from ..encodings import Encoding
+from ..fields import Field, Schema
+from ..quantize import TensorQuant, with_step
+from . import register
+from .base import FitTask, ImageModel, rgb_mse_loss
+
+LEVELS = Field("levels", "B", 1, 12, "latent grids, from full resolution down by halves")
+CHANNELS = Field("channels", "B", 1, 8, "latent channels per grid")
+WIDTH = Field("width", "B", 1, 128, "hidden width of the synthesis network")
+DEPTH = Field("depth", "B", 0, 4, "hidden layers of the synthesis network")
+UPSAMPLING = Field("upsampling", "B", 0, 1, "interpolation of the grids: 0 bilinear, 1 bicubic")
+
+#: The fraction of training (at the end) in which the latents are rounded, straight-through.
+HARD_ROUNDING = 0.2
+#: lambda is held at its first guess for this fraction of the steps (the latents start at zero,
+#: below any rate, and a controller would wind lambda down meanwhile), then corrected every
+#: CONTROL_EVERY steps by at most CONTROL_STEP in log(lambda), CONTROL_GAIN per relative error
+#: of the rate.
+CONTROL_FROM = 0.1
+CONTROL_EVERY = 10
+CONTROL_STEP = 0.1
+CONTROL_GAIN = 2.0
+#: Bits per weight that the synthesis network is expected to cost (its steps are searched),
+#: its widest hidden layers, and the largest share of the budget's weights it is sized for.
+SYNTHESIS_BITS = 8.0
+SYNTHESIS_WIDTH = 24
+SYNTHESIS_SHARE = 0.15
+#: The most bits per unit magnitude that a grid's rate term charges (a grid of zeros).
+MAX_UNIT_BITS = 12.0
+
+
+def first_lambda(bpp: float) -> float:
+    """lambda's first guess for a rate: the slope dD/dR of a typical Kodak curve there (29.5 dB
+    at 0.5 bpp, 2 dB more per doubling: D = 10^(-PSNR / 10), dD/dR = -D * 2 ln 10 / (10 R ln 2)).
+    """
+    psnr = 29.5 + 2 * math.log2(max(bpp, 1e-3) / 0.5)
+    return 10 ** (-psnr / 10) * 2 * math.log(10) / (10 * max(bpp, 1e-3) * math.log(2))
+
+
+def geometric_ratio(mean_magnitude: float) -> float:
+    """The maximum-likelihood ratio r of a two-sided geometric distribution p(q) ~ r^|q| with
+    this mean magnitude m (m = 2r / (1 - r^2))."""
+    m = mean_magnitude
+    return (math.sqrt(1 + m * m) - 1) / m if m > 0 else 0.0
+
+
+def geometric_bits(magnitudes: torch.Tensor) -> float:
+    """The code length of integers with these magnitudes under their best two-sided geometric
+    distribution (what the ``rans`` coder spends, to within its tables' rounding)."""
+    m = float(magnitudes.mean()) if magnitudes.numel() else 0.0
+    r = geometric_ratio(m)
+    if r <= 0:
+        return 0.0
+    return magnitudes.numel() * (math.log2((1 + r) / (1 - r)) - m * math.log2(r))
+
+
+def interpolation_taps(positions: torch.Tensor, size: int, cell: int, bicubic: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (N, T) into a grid axis of ``size`` samples ``cell`` pixels apart and their
+    weights (N, T) for values at ``positions`` (pixel units): T = 2 (bilinear) or 4 (Keys'
+    bicubic, a = -1/2), indices clamped to the grid."""
+    u = positions.double() / cell - 0.5
+    base = torch.floor(u)
+    t = (u - base).float()
+    base = base.long()
+    if bicubic:
+        offsets = torch.arange(-1, 3)
+        t2, t3 = t * t, t * t * t
+        weights = torch.stack([(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2,
+                               (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2], dim=-1)
+    else:
+        offsets = torch.arange(0, 2)
+        weights = torch.stack([1 - t, t], dim=-1)
+    index = (base[:, None] + offsets).clamp_(0, size - 1)
+    return index, weights
+
+
+def grid_size(height: int, width: int, level: int) -> tuple[int, int]:
+    return -(-height // (1 << level)), -(-width // (1 << level))
+
+
+class Synthesis(torch.nn.Module):
+    """The per-pixel network: ``depth`` hidden ReLU layers of ``width``, then linear to the
+    output; channels last, so that every layer is one matrix product."""
+
+    def __init__(self, in_dim: int, width: int, depth: int, out_dim: int,
+                 generator: torch.Generator | None):
+        super().__init__()
+        dims = [in_dim] + [width] * depth + [out_dim]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+            bound = 1 / math.sqrt(fan_in)
+            w = (torch.rand(fan_in, fan_out, generator=generator) * 2 - 1) * bound
+            self.weights.append(torch.nn.Parameter(w))
+            self.biases.append(torch.nn.Parameter(torch.zeros(fan_out)))
+
+    @staticmethod
+    def shapes(in_dim: int, width: int, depth: int, out_dim: int) -> list[tuple[int, ...]]:
+        dims = [in_dim] + [width] * depth + [out_dim]
+        pairs = list(zip(dims[:-1], dims[1:]))
+        return [(a, b) for a, b in pairs] + [(b,) for _, b in pairs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.addmm(b, x, w) if x.dim() == 2 else x @ w + b
+            if i < last:
+                x = torch.relu(x)
+        return x
+
+
+@register
+class Latent(ImageModel):
+    name = "latent"
+    family_id = 4
+    schema = Schema(LEVELS, CHANNELS, WIDTH, DEPTH, UPSAMPLING)
+
+    def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
+                 encoding: Encoding, extra: dict | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__(height, width, color, hparams, encoding, extra)
+        hp = self.hparams
+        self.levels, self.latent_channels = hp["levels"], hp["channels"]
+        self.bicubic = hp["upsampling"] == 1
+        self.latents = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.zeros(self.latent_channels, *grid_size(height, width, level)))
+            for level in range(self.levels))
+        self.synthesis = Synthesis(self.levels * self.latent_channels, hp["width"], hp["depth"],
+                                   self.channels, generator)
+        # Training state (not stored): lambda, each grid's bits per unit magnitude, and the
+        # blend of noise (0) and straight-through rounding (1) the latents are seen through.
+        self.register_buffer("rate_lambda", torch.tensor(1e-3), persistent=False)
+        self.register_buffer("unit_bits", torch.ones(self.levels), persistent=False)
+        self.register_buffer("hard", torch.tensor(0.0), persistent=False)
+        self.latent_bits_target: float | None = None
+
+    # -- what is stored -------------------------------------------------------------------
+    @classmethod
+    def shapes(cls, hparams, height, width, channels, encoding_dim, extra):
+        grids = [(hparams["channels"], *grid_size(height, width, level))
+                 for level in range(hparams["levels"])]
+        return grids + Synthesis.shapes(hparams["levels"] * hparams["channels"], hparams["width"],
+                                        hparams["depth"], channels)
+
+    @classmethod
+    def macs_per_pixel(cls, hparams, shapes):
+        taps = 16 if hparams["upsampling"] == 1 else 4
+        synthesis = sum(s[0] * s[1] for s in shapes[hparams["levels"]:] if len(s) == 2)
+        return float(synthesis + taps * hparams["levels"] * hparams["channels"])
+
+    @torch.no_grad()
+    def fixed_quants(self) -> dict[str, TensorQuant]:
+        """The latents' quantisers: step 1, what training rounded them to. Latents whose rate
+        overshoots the plan are brought within it first by a dead zone: the smallest threshold
+        t >= 1/2 such that, with every latent under t in magnitude set to zero, the rounded
+        latents cost at most the planned bits (the cheapest bits to drop are those of the
+        smallest values)."""
+        if self.latent_bits_target is not None \
+                and self.latent_bits()[0] > self.latent_bits_target:
+            magnitudes = [g.abs() for g in self.latents]
+            lo, hi = 0.5, max(float(m.max()) for m in magnitudes) + 1.0
+            for _ in range(24):
+                t = 0.5 * (lo + hi)
+                bits = sum(geometric_bits(torch.round(torch.where(m < t, 0.0, m)))
+                           for m in magnitudes)
+                lo, hi = (lo, t) if bits <= self.latent_bits_target else (t, hi)
+            for g, m in zip(self.latents, magnitudes):
+                g.masked_fill_(m < hi, 0.0)
+        return {f"latents.{level}": with_step(p.detach(), 1.0)
+                for level, p in enumerate(self.latents)}
+
+    def plan_rate(self, payload_bytes: float) -> None:
+        synthesis = sum(p.numel() for p in self.synthesis.parameters()) * SYNTHESIS_BITS
+        self.latent_bits_target = max(8.0 * payload_bytes - synthesis, 0.01 * self.pixels)
+        self.rate_lambda.fill_(first_lambda(8.0 * payload_bytes / self.pixels))
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    # -- rendering --------------------------------------------------------------------------
+    def _features_band(self, ys: torch.Tensor, xs: torch.Tensor,
+                       grids: list[torch.Tensor]) -> torch.Tensor:
+        """Every grid interpolated on ys x xs: (len ys, len xs, levels * channels)."""
+        out = []
+        for level, grid in enumerate(grids):
+            c, h, w = grid.shape
+            iy, wy = interpolation_taps(ys, h, 1 << level, self.bicubic)
+            ix, wx = interpolation_taps(xs, w, 1 << level, self.bicubic)
+            rows = sum(grid[:, iy[:, a], :] * wy[:, a, None] for a in range(iy.shape[1]))
+            out.append(sum(rows[:, :, ix[:, b]] * wx[:, b] for b in range(ix.shape[1])))
+        return torch.cat(out).permute(1, 2, 0)
+
+    def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        grids = [torch.round(g) for g in self.latents]  # integers, as stored
+        return self.synthesis(self._features_band(ys, xs, grids))
+
+    # -- fitting ------------------------------------------------------------------------------
+    def forward(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training: the colour at the batch's pixels (given as their interpolation taps), with
+        the grids seen through ``noise`` (one uniform draw per latent) or rounding; and the rate
+        term of the loss (computed here, so that the trainer's functional call differentiates
+        it)."""
+        taps_y, weights_y, taps_x, weights_x, noise = batch
+        features, offset = [], 0
+        for level, grid in enumerate(self.latents):
+            n = grid.numel()
+            seen = grid + (1 - self.hard) * noise[offset:offset + n].view_as(grid) \
+                + self.hard * (torch.round(grid) - grid).detach()
+            offset += n
+            iy, wy, ix, wx = taps_y[level], weights_y[level], taps_x[level], weights_x[level]
+            value = 0
+            for a in range(iy.shape[1]):
+                for b in range(ix.shape[1]):
+                    value = value + seen[:, iy[:, a], ix[:, b]] * (wy[:, a] * wx[:, b])
+            features.append(value)
+        return self.synthesis(torch.cat(features).T), self.rate_penalty()
+
+    def rate_penalty(self) -> torch.Tensor:
+        """lambda times the latents' estimated bits per pixel (each grid's magnitude times the
+        bits a unit of it costs in the grid's current code)."""
+        bits = sum(self.unit_bits[level] * g.abs().sum() for level, g in enumerate(self.latents))
+        return self.rate_lambda * bits / self.pixels
+
+    @torch.no_grad()
+    def latent_bits(self) -> tuple[float, list[float]]:
+        """The rounded latents' code length (:func:`geometric_bits`), and each grid's bits per
+        unit magnitude in its code."""
+        total, units = 0.0, []
+        for g in self.latents:
+            rounded = torch.round(g).abs()
+            total += geometric_bits(rounded)
+            r = geometric_ratio(float(rounded.mean()))
+            units.append(min(-math.log2(r), MAX_UNIT_BITS) if r > 0 else MAX_UNIT_BITS)
+        return total, units
+
+    @torch.no_grad()
+    def control(self, step: int, total: int) -> None:
+        """Between training steps: steer lambda towards the planned rate, and switch from noise
+        to rounding for the last HARD_ROUNDING of the steps."""
+        self.hard.fill_(1.0 if step >= (1 - HARD_ROUNDING) * total else 0.0)
+        if step % CONTROL_EVERY or step < CONTROL_FROM * total or self.latent_bits_target is None:
+            return
+        bits, units = self.latent_bits()
+        error = bits / self.latent_bits_target - 1
+        change = max(-CONTROL_STEP, min(CONTROL_STEP, CONTROL_GAIN * error))
+        self.rate_lambda.mul_(math.exp(change))
+        self.unit_bits.copy_(torch.tensor(units))
+
+    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+        h, w = self.height, self.width
+        rows = torch.arange(h, dtype=torch.float32) + 0.5
+        cols = torch.arange(w, dtype=torch.float32) + 0.5
+        data = {"target": target.reshape(h * w, -1)}
+        for level, grid in enumerate(self.latents):
+            iy, wy = interpolation_taps(rows, grid.shape[1], 1 << level, self.bicubic)
+            ix, wx = interpolation_taps(cols, grid.shape[2], 1 << level, self.bicubic)
+            data.update({f"iy{level}": iy, f"wy{level}": wy, f"ix{level}": ix, f"wx{level}": wx})
+        n_latents = sum(g.numel() for g in self.latents)
+        levels = self.levels
+
+        def draw(generator: torch.Generator, batch: int) -> torch.Tensor:
+            """Rows, columns (exact in float32: sides are at most 16384) and the noise."""
+            y = torch.randint(0, h, (batch,), generator=generator).float()
+            x = torch.randint(0, w, (batch,), generator=generator).float()
+            noise = torch.rand(n_latents, generator=generator) - 0.5
+            return torch.cat([y, x, noise])
+
+        def assemble(data, draws):
+            batch = (draws.numel() - n_latents) // 2
+            y, x = draws[:batch].long(), draws[batch:2 * batch].long()
+            index = y * w + x
+            taps = ([data[f"iy{level}"][y] for level in range(levels)],
+                    [data[f"wy{level}"][y] for level in range(levels)],
+                    [data[f"ix{level}"][x] for level in range(levels)],
+                    [data[f"wx{level}"][x] for level in range(levels)], draws[2 * batch:])
+            return taps, data["target"][index]
+
+        mse = rgb_mse_loss(self.color)
+        yield FitTask(module=self, draw=draw, assemble=assemble, data=data,
+                      loss=lambda out, y: mse(out[0], y) + out[1],
+                      evaluate=lambda max_pixels=0: self.mse_against(target, max_pixels),
+                      samples=h * w, name="latent", control=self.control, keep_best=False,
+                      fixed_quants=self.fixed_quants)
+
+    # -- sizing -----------------------------------------------------------------------------
+    @classmethod
+    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,
+                           samples=None, **fixed):
+        """Seven levels (fewer on a small image); the synthesis two hidden layers of up to
+        SYNTHESIS_WIDTH, narrower (and then shallower) where it would cost more than
+        SYNTHESIS_SHARE of the budget (``n_params`` weights at sizing's bits per weight)."""
+        levels = fixed.get("levels", max(1, min(7, math.ceil(math.log2(max(height, width))))))
+        latent_channels = fixed.get("channels", 1)
+        inputs = levels * latent_channels
+        allowed = SYNTHESIS_SHARE * n_params
+        depth, hidden = fixed.get("depth", 2), fixed.get("width")
+
+        def count(w: int, d: int) -> int:
+            return sum(math.prod(s) for s in Synthesis.shapes(inputs, w, d, channels))
+
+        if hidden is None:
+            while True:
+                hidden = max((w for w in range(2, SYNTHESIS_WIDTH + 1) if count(w, depth)
+                              <= allowed), default=2)
+                if hidden >= 8 or depth == 1 or "depth" in fixed:
+                    break
+                depth -= 1
+        return {"levels": levels, "channels": latent_channels, "width": hidden, "depth": depth,
+                "upsampling": fixed.get("upsampling", 0)}

@@ -1,0 +1,95 @@
+"""The latent-grid family's own parts: interpolation, training against rendering, the rate
+controller and the dead zone that keeps the latents within their planned bits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from inrcodec.color import ColorTransform
+from inrcodec.encodings import Encoding
+from inrcodec.models.latent import Latent, geometric_bits, interpolation_taps
+
+
+def model(height=20, width=28, upsampling=0, seed=0) -> Latent:
+    hp = {"levels": 4, "channels": 2, "width": 8, "depth": 2, "upsampling": upsampling}
+    net = Latent(height, width, ColorTransform("rgb", 3), hp, Encoding("none", 2),
+                 generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for grid in net.latents:
+            grid.copy_(torch.randint(-3, 4, grid.shape, generator=g).float())
+    return net
+
+
+@pytest.mark.parametrize("bicubic", [False, True])
+def test_interpolation_weights_sum_to_one_and_hit_the_samples(bicubic):
+    positions = torch.linspace(0, 40, 97)
+    index, weights = interpolation_taps(positions, 10, 4, bicubic)
+    assert torch.allclose(weights.sum(-1), torch.ones(97))
+    assert int(index.min()) >= 0 and int(index.max()) <= 9
+    # At a sample's own position the interpolation is that sample.
+    centres = (torch.arange(10) + 0.5) * 4
+    index, weights = interpolation_taps(centres, 10, 4, bicubic)
+    values = torch.arange(10.0) ** 2
+    assert torch.allclose((values[index] * weights).sum(-1), values)
+
+
+@pytest.mark.parametrize("upsampling", [0, 1])
+def test_training_sees_what_the_decoder_renders(upsampling):
+    net = model(upsampling=upsampling)
+    net.hard.fill_(1.0)  # rounded latents, as stored
+    task = next(net.fit_tasks(torch.zeros(20, 28, 3)))
+    draws = task.draw(torch.Generator().manual_seed(5), 64)
+    inputs, _ = task.assemble(task.data, draws)
+    with torch.no_grad():
+        trained, _ = net(inputs)
+        rendered = net.render_band(torch.arange(20) + 0.5, torch.arange(28) + 0.5)
+    rows, cols = draws[:64].long(), draws[64:128].long()
+    assert torch.allclose(trained, rendered[rows, cols], atol=1e-5)
+
+
+def test_the_finest_grid_is_read_exactly_at_the_pixel_centres():
+    net = model()
+    features = net._features_band(torch.arange(20) + 0.5, torch.arange(28) + 0.5,
+                                  list(net.latents))
+    assert torch.equal(features[..., :2], net.latents[0].permute(1, 2, 0))
+
+
+def test_the_dead_zone_brings_the_latents_within_their_planned_bits():
+    net = model()
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():  # latents as training leaves them: not integers yet, many small
+        for grid in net.latents:
+            grid.copy_(torch.randn(grid.shape, generator=g) ** 3)
+    bits, _ = net.latent_bits()
+    net.latent_bits_target = 0.5 * bits
+    quants = net.fixed_quants()
+    assert net.latent_bits()[0] <= 0.5 * bits
+    assert net.latent_bits()[0] > 0.3 * bits  # only as much as needed is dropped
+    assert set(quants) == {f"latents.{level}" for level in range(4)}
+    assert all(q.step == 1.0 for q in quants.values())
+
+
+def test_the_controller_raises_lambda_over_the_planned_rate_and_lowers_it_under():
+    net = model()
+    bits, _ = net.latent_bits()
+    for target, direction in ((0.5 * bits, 1), (2.0 * bits, -1)):
+        net.latent_bits_target = target
+        before = float(net.rate_lambda)
+        net.control(100, 100)
+        assert math.copysign(1, float(net.rate_lambda) - before) == direction
+    assert float(net.hard) == 1.0  # the end of training rounds
+    net.control(10, 100)
+    assert float(net.hard) == 0.0
+
+
+def test_geometric_bits_is_the_code_length_of_the_fitted_distribution():
+    magnitudes = torch.tensor([0.0, 1.0, 2.0, 0.0])
+    m = 0.75
+    r = (math.sqrt(1 + m * m) - 1) / m
+    expected = -sum(math.log2((1 - r) / (1 + r) * r ** q) for q in (0, 1, 2, 0))
+    assert geometric_bits(magnitudes) == pytest.approx(expected)
+    assert geometric_bits(torch.zeros(5)) == 0.0
