@@ -41,7 +41,7 @@ import torch
 from torch.func import functional_call, grad_and_value
 
 from .metrics import psnr_of_mse
-from .models.base import FitTask, ImageModel
+from .models.base import COLLAPSE_RATIO, FitTask, ImageModel
 from .presets import Schedule
 from .quantize import Quantiser, TensorQuant, choose, fake_quantize
 
@@ -60,13 +60,13 @@ RECOMPILE_LIMIT = 256
 PROBES = 1
 PROBE_PIXELS = 1 << 16
 
-#: Steps over which the collapse guard averages the training loss, and the rise of that mean
-#: over the lowest one so far (6 dB) that it takes for a collapse: a network trained long at a
-#: high learning rate can diverge, and an evaluation an eighth of a run later is too late (the
-#: DCT head's best effort lost 12 dB on kodim12 and kodim20 that way; its smooth weight growth
-#: on other images, which no loss spike announces, it does not catch).
+#: Steps over which the collapse guard averages the training loss (the rise of that mean over
+#: the lowest one so far that it takes for a collapse is ``FitTask.collapse_ratio``, by default
+#: 6 dB): a network trained long at a high learning rate can diverge, and an evaluation an
+#: eighth of a run later is too late (the DCT head's best effort lost 12 dB on kodim12 and
+#: kodim20 that way; its smooth weight growth on other images, which no loss spike announces,
+#: it does not catch).
 GUARD_WINDOW = 25
-COLLAPSE_RATIO = 4.0
 
 #: Receives (steps done in this phase, best PSNR so far or None).
 PhaseProgress = Callable[[int, float | None], None]
@@ -147,6 +147,7 @@ class AdamStep:
         self.state = first + second + [count]
         data = {k: v.to(self.device) for k, v in task.data.items()}
         drop_weights = task.weighted and not schedule.window_weights
+        scales = task.lr_scales
         beta1, beta2, eps = ADAM_BETAS + (ADAM_EPS,)
 
         def loss_of(weights: list[torch.Tensor], draws: torch.Tensor) -> torch.Tensor:
@@ -167,7 +168,8 @@ class AdamStep:
                     continue
                 m.mul_(beta1).add_(g, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                p.sub_(lr * (m / correction1) / ((v / correction2).sqrt() + eps))
+                rate = lr * scales[n] if n in scales else lr
+                p.sub_(rate * (m / correction1) / ((v / correction2).sqrt() + eps))
             return loss
 
         if compile:
@@ -220,14 +222,16 @@ class BestWeights:
 class CollapseGuard:
     """Watches the training loss, a window of ``GUARD_WINDOW`` steps at a time, and keeps the
     weights at the end of the window with the lowest mean loss so far. A window whose mean is
-    ``COLLAPSE_RATIO`` times that lowest (or not a number) is a collapse: those weights are put
+    ``ratio`` times that lowest (or not a number) is a collapse: those weights are put
     back and the rest of the segment runs at half the learning rate (halved again at each
     further collapse). A step only keeps its loss tensor; the window's are read together, so
     the guard adds no tensor operation to a step."""
 
-    def __init__(self, named: list[tuple[str, torch.nn.Parameter]]):
+    def __init__(self, named: list[tuple[str, torch.nn.Parameter]],
+                 ratio: float = COLLAPSE_RATIO):
         self.params = [p for _, p in named]
         self.weights = [p.detach().clone() for p in self.params]
+        self.ratio = ratio
         self.lowest = math.inf
         self.losses: list[torch.Tensor] = []
         self.scale = 1.0  # of the learning rate, for the rest of the segment
@@ -253,7 +257,7 @@ class CollapseGuard:
             for w, p in zip(self.weights, self.params):
                 w.copy_(p)
             return False
-        if mean <= COLLAPSE_RATIO * self.lowest:
+        if mean <= self.ratio * self.lowest:
             return False
         for w, p in zip(self.weights, self.params):
             p.copy_(w)
@@ -329,7 +333,7 @@ class SegmentTrainer:
         The image is evaluated every ``eval_every`` steps of a segment (by default an eighth of
         the first segment) and at the end of each."""
         best = BestWeights(self.named, *self.assess())
-        guard = self.guard = CollapseGuard(self.named)
+        guard = self.guard = CollapseGuard(self.named, self.task.collapse_ratio)
         every = self.schedule.eval_every or max(1, math.ceil(segments[0].steps / 8))
         loop_start = time.perf_counter()
         i = 0

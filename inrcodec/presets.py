@@ -142,9 +142,9 @@ PRESETS: Mapping[str, Mapping[str, Preset]] = {
         "best":    Preset(Schedule(steps=80000)),
     },
     "latent": {
-        "fast":    Preset(Schedule(steps=300, batch=16384, lr=1e-2)),
-        "default": Preset(Schedule(steps=1500, batch=16384, lr=1e-2)),
-        "best":    Preset(Schedule(steps=12000, batch=16384, lr=1e-2)),
+        "fast":    Preset(Schedule(steps=300, batch=16384, lr=0.1)),
+        "default": Preset(Schedule(steps=1500, batch=16384, lr=0.1)),
+        "best":    Preset(Schedule(steps=12000, batch=16384, lr=0.1)),
     },
 }
 

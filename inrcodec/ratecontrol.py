@@ -77,7 +77,7 @@ class RatePlan:
             raise RateTooLow(f"{bpp:g} bpp is {budget:.0f} bytes for this {width}x{height} "
                              f"image, too few for the {header}-byte header of a "
                              f"{family.name} model: it needs at least {least:.3g} bpp", least)
-        model.plan_rate(payload_budget)
+        model.plan_rate(payload_budget, options.coder)
         return cls(model, budget, options.coder, None,
                    shared_budget_quantiser(payload_budget, model.n_params(), options.coder))
 

@@ -76,6 +76,7 @@ def test_the_dead_zone_brings_the_latents_within_their_planned_bits():
 def test_the_controller_raises_lambda_over_the_planned_rate_and_lowers_it_under():
     net = model()
     bits, _ = net.latent_bits()
+    net.plan_rate(bits / 8, "rans")
     for target, direction in ((0.5 * bits, 1), (2.0 * bits, -1)):
         net.latent_bits_target = target
         before = float(net.rate_lambda)
@@ -84,6 +85,14 @@ def test_the_controller_raises_lambda_over_the_planned_rate_and_lowers_it_under(
     assert float(net.hard) == 1.0  # the end of training rounds
     net.control(10, 100)
     assert float(net.hard) == 0.0
+
+
+def test_calibration_measures_the_coders_bits_of_the_latents():
+    net = model()
+    net.plan_rate(1000.0, "rans")
+    net.calibrate()
+    assert 0.5 <= net.calibration <= 1.5
+    assert net.calibration != 1.0
 
 
 def test_geometric_bits_is_the_code_length_of_the_fitted_distribution():

@@ -22,7 +22,7 @@ last.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator
 
 import torch
@@ -38,6 +38,9 @@ RENDER_CHUNK = 1 << 16
 BAND_PIXELS = 1 << 18
 #: Most pixels an evaluation during training renders (larger images are subsampled).
 EVAL_PIXELS = 1 << 18
+#: The rise of the training loss (averaged over a window of steps) over its lowest so far that
+#: the trainer's collapse guard takes for a collapse (6 dB).
+COLLAPSE_RATIO = 4.0
 
 #: Draws the image (or a part of a model) at sample positions ys x xs -> (len ys, len xs, C).
 BandRenderer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -99,6 +102,11 @@ class FitTask:
     #: The quantisers of the tensors that the stage fixes itself (by its parameter names; the
     #: latent family's integer latents); rate control picks the others' steps around them.
     fixed_quants: Callable[[], dict[str, TensorQuant]] | None = None
+    #: The collapse guard's ratio (inf: only a loss that is not a number is a collapse, for a
+    #: stage whose loss is not comparable over time, the latent family's lambda moving).
+    collapse_ratio: float = COLLAPSE_RATIO
+    #: Multipliers of the learning rate for some parameters (by name; the others get 1).
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 class ImageModel(torch.nn.Module):
@@ -142,9 +150,10 @@ class ImageModel(torch.nn.Module):
         """Read and validate what ``pack_extra`` wrote; raise InrFormatError if it is bad."""
         return {}
 
-    def plan_rate(self, payload_bytes: float) -> None:
-        """Told by rate control, before fitting, the payload the file may spend (for a family
-        that trades rate against distortion in training; the others ignore it)."""
+    def plan_rate(self, payload_bytes: float, coder: str) -> None:
+        """Told by rate control, before fitting, the payload the file may spend and its entropy
+        coder (for a family that trades rate against distortion in training; the others ignore
+        it)."""
 
     @classmethod
     def validate_for_image(cls, hparams: dict, height: int, width: int, channels: int) -> None:
