@@ -335,6 +335,7 @@ class SegmentTrainer:
         best = BestWeights(self.named, *self.assess())
         guard = self.guard = CollapseGuard(self.named, self.task.collapse_ratio)
         every = self.schedule.eval_every or max(1, math.ceil(segments[0].steps / 8))
+        shown = best.mse
         loop_start = time.perf_counter()
         i = 0
         for segment in segments:
@@ -360,11 +361,14 @@ class SegmentTrainer:
                 i += 1
                 if (within + 1) % every == 0 or within + 1 == segment.steps:
                     start = time.perf_counter()
-                    best.offer(*self.assess())
+                    latest = self.assess()
+                    best.offer(*latest)
                     self.eval_seconds += time.perf_counter() - start
-                    self.progress(i, psnr_of_mse(best.mse))
+                    # A stage that keeps its last weights shows their PSNR, not the best seen.
+                    shown = best.mse if self.task.keep_best else latest[0]
+                    self.progress(i, psnr_of_mse(shown))
                 elif i % PROGRESS_EVERY == 0:
-                    self.progress(i, psnr_of_mse(best.mse))
+                    self.progress(i, psnr_of_mse(shown))
         self.loop_seconds = time.perf_counter() - loop_start - self.first_step_seconds
         if not self.task.keep_best:
             return self.evaluate()

@@ -47,8 +47,9 @@ UPSAMPLING = Field("upsampling", "B", 0, 1, "interpolation of the grids: 0 bilin
 CHANNELS_PER_GRID = 2
 #: The fraction of training (at the end) in which the latents are rounded, straight-through.
 HARD_ROUNDING = 0.2
-#: lambda is held at its first guess for this fraction of the steps (the latents start at zero,
-#: below any rate, and a controller would wind lambda down meanwhile), then corrected every
+#: lambda is only raised (when the latents cost more than planned) for this fraction of the
+#: steps (the latents start at zero, below any rate, and a controller would wind lambda down
+#: meanwhile); after it, it is corrected either way every
 #: CONTROL_EVERY steps by at most CONTROL_STEP in log(lambda), CONTROL_GAIN per relative error
 #: of the rate.
 CONTROL_FROM = 0.1
@@ -300,12 +301,14 @@ class Latent(ImageModel):
         """Between training steps: steer lambda towards the planned rate, and switch from noise
         to rounding for the last HARD_ROUNDING of the steps."""
         self.hard.fill_(1.0 if step >= (1 - HARD_ROUNDING) * total else 0.0)
-        if step % CONTROL_EVERY or step < CONTROL_FROM * total or self.latent_bits_target is None:
+        if step % CONTROL_EVERY or self.latent_bits_target is None:
             return
         if step in {round(f * total) // CONTROL_EVERY * CONTROL_EVERY for f in CALIBRATE_AT}:
             self.calibrate()
         bits, units = self.latent_bits()
         error = bits * self.calibration / self.latent_bits_target - 1
+        if error < 0 and step < CONTROL_FROM * total:
+            return  # still growing from zero: lowering lambda now would only wind it down
         change = max(-CONTROL_STEP, min(CONTROL_STEP, CONTROL_GAIN * error))
         first = first_lambda(8.0 * self.payload_bytes / self.pixels)
         value = float(self.rate_lambda) * math.exp(change)
