@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+#: The ``inr`` command of this interpreter's environment (a venv need not be activated).
+INR = str(Path(sys.executable).with_name("inr"))
 #: A one-minute load average above this means something else is running.
 BUSY_LOAD = 0.5
 
@@ -50,7 +52,7 @@ def main() -> None:
             source = files[stem]
             for bpp in args.bpp.split(","):
                 out = Path(tmp) / f"{stem}-{bpp}.inr"
-                command = ["inr", "encode", str(source), "-o", str(out), "--bpp", bpp,
+                command = [INR, "encode", str(source), "-o", str(out), "--bpp", bpp,
                            "--model", args.model, "--effort", args.effort, "-q"]
                 start = time.perf_counter()
                 subprocess.run(command, check=True)
