@@ -81,12 +81,17 @@ def unlayout(raw: bytes, sizes: list[int], bits: list[int]) -> list[np.ndarray]:
     return [unfold(u) for u in out]
 
 
+def ratio_of_mean(m: float) -> float:
+    """The maximum-likelihood ratio r of a two-sided geometric distribution p(q) ~ r^|q| whose
+    mean magnitude is m: m = 2r / (1 - r^2), so r = (sqrt(1 + m^2) - 1) / m."""
+    return (math.sqrt(1 + m * m) - 1) / m if m > 0 else 0.0
+
+
 def geometric_ratio(symbols: np.ndarray) -> int:
-    """The maximum-likelihood ratio of a two-sided geometric distribution, as a u16 fraction:
-    for p(q) ~ r^|q| the mean magnitude m is 2r / (1 - r^2), so r = (sqrt(1 + m^2) - 1) / m."""
+    """The maximum-likelihood ratio of a two-sided geometric distribution fitted to
+    ``symbols``, as a u16 fraction (:func:`ratio_of_mean`)."""
     m = float(np.abs(symbols.astype(np.int64)).mean()) if symbols.size else 0.0
-    r = (math.sqrt(1 + m * m) - 1) / m if m > 0 else 0.0
-    return min(round(r * rans.RATIO_ONE), rans.RATIO_ONE - 1)
+    return min(round(ratio_of_mean(m) * rans.RATIO_ONE), rans.RATIO_ONE - 1)
 
 
 def _zstd_frame(raw: bytes) -> bytes:

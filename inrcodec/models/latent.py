@@ -79,18 +79,11 @@ def first_lambda(bpp: float) -> float:
     return 10 ** (-psnr / 10) * 2 * math.log(10) / (10 * max(bpp, 1e-3) * math.log(2))
 
 
-def geometric_ratio(mean_magnitude: float) -> float:
-    """The maximum-likelihood ratio r of a two-sided geometric distribution p(q) ~ r^|q| with
-    this mean magnitude m (m = 2r / (1 - r^2))."""
-    m = mean_magnitude
-    return (math.sqrt(1 + m * m) - 1) / m if m > 0 else 0.0
-
-
 def geometric_bits(magnitudes: torch.Tensor) -> float:
     """The code length of integers with these magnitudes under their best two-sided geometric
     distribution (what the ``rans`` coder spends, to within its tables' rounding)."""
     m = float(magnitudes.mean()) if magnitudes.numel() else 0.0
-    r = geometric_ratio(m)
+    r = entropy.ratio_of_mean(m)
     if r <= 0:
         return 0.0
     return magnitudes.numel() * (math.log2((1 + r) / (1 - r)) - m * math.log2(r))
@@ -279,7 +272,7 @@ class Latent(ImageModel):
         for g in self.latents:
             rounded = torch.round(g).abs()
             total += geometric_bits(rounded)
-            r = geometric_ratio(float(rounded.mean()))
+            r = entropy.ratio_of_mean(float(rounded.mean()))
             units.append(min(-math.log2(r), MAX_UNIT_BITS) if r > 0 else MAX_UNIT_BITS)
         return total, units
 
