@@ -169,7 +169,7 @@ class Latent(ImageModel):
         self.register_buffer("unit_bits", torch.ones(self.levels), persistent=False)
         self.register_buffer("hard", torch.tensor(0.0), persistent=False)
         self.latent_bits_target: float | None = None
-        self.payload_bytes = 0.0
+        self.lambda_guess = 1e-3  # lambda's first guess for the planned rate (plan_rate)
         self.coder = entropy.DEFAULT_CODER
         #: The coder's bits per estimated bit (:meth:`calibrate`).
         self.calibration = 1.0
@@ -207,14 +207,18 @@ class Latent(ImageModel):
                 lo, hi = (lo, t) if bits <= planned else (t, hi)
             for g, m in zip(self.latents, magnitudes):
                 g.masked_fill_(m < hi, 0.0)
-        return {f"latents.{level}": with_step(p.detach(), 1.0)
-                for level, p in enumerate(self.latents)}
+        return {f"latents.{level}": q for level, q in enumerate(self._latent_quants())}
 
-    def plan_rate(self, payload_bytes: float, coder: str = entropy.DEFAULT_CODER) -> None:
+    def _latent_quants(self) -> list[TensorQuant]:
+        """Step 1 and just enough bits for each grid as it is."""
+        return [with_step(g.detach(), 1.0) for g in self.latents]
+
+    def plan_rate(self, payload_bytes: float, coder: str) -> None:
         synthesis = sum(p.numel() for p in self.synthesis.parameters()) * SYNTHESIS_BITS
         self.latent_bits_target = max(8.0 * payload_bytes - synthesis, 0.01 * self.pixels)
-        self.payload_bytes, self.coder = payload_bytes, coder
-        self.rate_lambda.fill_(first_lambda(8.0 * payload_bytes / self.pixels))
+        self.coder = coder
+        self.lambda_guess = first_lambda(8.0 * payload_bytes / self.pixels)
+        self.rate_lambda.fill_(self.lambda_guess)
 
     @property
     def pixels(self) -> int:
@@ -284,7 +288,7 @@ class Latent(ImageModel):
         estimate = self.latent_bits()[0]
         if estimate <= 0:
             return
-        quants = [with_step(g.detach(), 1.0) for g in self.latents]
+        quants = self._latent_quants()
         symbols = [to_symbols(g, q) for g, q in zip(self.latents, quants)]
         coded = 8 * len(entropy.encode(symbols, [q.bits for q in quants], self.coder))
         self.calibration = min(max(coded / estimate, 0.5), 1.5)
@@ -303,9 +307,8 @@ class Latent(ImageModel):
         if error < 0 and step < CONTROL_FROM * total:
             return  # still growing from zero: lowering lambda now would only wind it down
         change = max(-CONTROL_STEP, min(CONTROL_STEP, CONTROL_GAIN * error))
-        first = first_lambda(8.0 * self.payload_bytes / self.pixels)
-        value = float(self.rate_lambda) * math.exp(change)
-        self.rate_lambda.fill_(min(max(value, first / LAMBDA_RANGE), first * LAMBDA_RANGE))
+        guess, value = self.lambda_guess, float(self.rate_lambda) * math.exp(change)
+        self.rate_lambda.fill_(min(max(value, guess / LAMBDA_RANGE), guess * LAMBDA_RANGE))
         self.unit_bits.copy_(torch.tensor(units))
 
     def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
