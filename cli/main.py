@@ -12,6 +12,7 @@ import os
 import warnings
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -20,6 +21,7 @@ import typer
 import inrcodec
 from inrcodec.entropy import CODERS, DEFAULT_CODER
 from inrcodec.errors import InrError, InrInputError
+from inrcodec.batch import IMAGE_GLOBS, INR_GLOBS
 from inrcodec.presets import DEFAULT_FAMILY, EFFORTS, FAMILY_NAMES
 
 # Nothing here imports torch: --help, --version and completion stay instant. The commands load
@@ -159,17 +161,109 @@ def main(version: bool = typer.Option(False, "--version", callback=version_callb
     """Encode images to .inr files, decode them at any resolution, inspect and benchmark."""
 
 
-def batch_target(inputs: list[str], output: str) -> bool:
-    """Several inputs, or an output that names a folder, mean batch mode."""
-    return len(inputs) > 1 or output.endswith(("/", os.sep)) or Path(output).is_dir()
+def batch_target(inputs: list[str], output: str, files_from: str | None = None) -> bool:
+    """Several inputs, a folder among them, a file list, or an output that names a folder,
+    mean batch mode."""
+    return (len(inputs) != 1 or files_from is not None or Path(inputs[0]).is_dir()
+            or output.endswith(("/", os.sep)) or Path(output).is_dir())
 
 
-def finish_batch(outcomes, as_json: bool, columns) -> None:
+# The options of a batch, shared by encode and decode.
+def globs_option(default: tuple[str, ...]):
+    return typer.Option([], "--glob", help="With a folder input: only its files matching this "
+                        f"pattern (repeatable; default {' '.join(default)}).")
+
+
+#: The other options of a batch: flag, default, metavar (None: typer's) and help.
+BATCH_OPTIONS = {
+    "files_from": ("--files-from", None, None, "Also take the files listed in this file, one "
+                   "path per line (- reads stdin); their outputs keep the listed paths under "
+                   "the output folder."),
+    "skip_existing": ("--skip-existing", False, None, "Skip files whose output the manifest "
+                      "records as done from the same source and options (a stale, partial or "
+                      "missing one is redone)."),
+    "shard": ("--shard", None, "i/N", "Only this shard of the files (0 <= i < N): independent "
+              "runs with 0/N .. N-1/N cover them exactly once."),
+    "manifest": ("--manifest", None, None, "The batch's JSON-lines record of every file "
+                 "(default OUTDIR/manifest.jsonl)."),
+    "scheduler": ("--scheduler", None, None, "Run on this Dask scheduler (tcp://HOST:PORT; "
+                  "needs inrcodec\\[cluster]; workers must reach the same paths)."),
+    "cluster": ("--cluster", None, "local:N", "Start a Dask LocalCluster of N one-thread "
+                "workers for this run."),
+}
+
+
+def batch_option(name: str):
+    flag, default, metavar, text = BATCH_OPTIONS[name]
+    return typer.Option(default, flag, metavar=metavar, help=text)
+
+
+def dask_scheduler(scheduler: str | None, cluster: str | None) -> str | None:
+    """The scheduler that --scheduler or --cluster names, if any."""
+    from inrcodec.parallel import parse_scheduler
+    if scheduler and cluster:
+        raise InrInputError("give --scheduler or --cluster, not both")
+    if cluster and not cluster.startswith("local:"):
+        raise InrInputError(f"--cluster takes local:N, not {cluster!r}")
+    return parse_scheduler(scheduler or cluster) if scheduler or cluster else None
+
+
+@dataclass
+class BatchFlags:
+    globs: list[str]
+    files_from: Optional[str]
+    skip_existing: bool
+    shard: Optional[str]
+    manifest: Optional[str]
+    scheduler: Optional[str]
+    cluster: Optional[str]
+
+    def given(self) -> list[str]:
+        """The batch-only flags that were given."""
+        values = {"--glob": self.globs, **{flag: getattr(self, name)
+                                           for name, (flag, *_) in BATCH_OPTIONS.items()}}
+        return [flag for flag, value in values.items() if value]
+
+    def where(self, jobs: int) -> dict:
+        """Where the batch runs: ``jobs`` local processes, or a Dask scheduler."""
+        return {"jobs": jobs, "scheduler": dask_scheduler(self.scheduler, self.cluster)}
+
+    def prepare(self, inputs: list[str], output: str, suffix: str, default_globs, recorded):
+        from inrcodec.batch import prepare, read_list
+        listed = None
+        if self.files_from is not None:
+            listed = read_list(sys.stdin.read() if self.files_from == "-"
+                               else read_input(self.files_from).decode("utf-8", "replace"))
+        return prepare(inputs, output, suffix, files_from=listed,
+                       globs=tuple(self.globs) or default_globs, shard_spec=self.shard,
+                       manifest=self.manifest, skip_existing=self.skip_existing,
+                       recorded=recorded)
+
+
+def run_files(flags: BatchFlags, work, inputs: list[str], output: str, suffix: str,
+              default_globs, options: dict, recorded: dict, jobs: int, label: str):
+    """A batch of ``inr encode`` or ``inr decode``: the files' outcomes and how many were
+    skipped as done."""
+    from .batch import run_batch
+    where = flags.where(jobs)
+    items, skipped, manifest = flags.prepare(inputs, output, suffix, default_globs, recorded)
+    outcomes = run_batch(work, items, options, label, manifest=manifest, recorded=recorded,
+                         **where)
+    return outcomes, skipped
+
+
+def single_file_only(flags: BatchFlags) -> None:
+    if flags.given():
+        raise InrInputError(f"{', '.join(flags.given())} apply to batches (several inputs, a "
+                            "folder or a list, or an output folder)")
+
+
+def finish_batch(outcomes, as_json: bool, columns, skipped: int = 0) -> None:
     from .batch import summary
     if as_json:
         typer.echo(json.dumps([{"input": o.source, "output": o.target, "ok": o.ok,
                                 "error": o.error, **o.facts} for o in outcomes]))
-    summary(outcomes, columns)
+    summary(outcomes, columns, skipped)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         fail(f"{len(failed)} of {len(outcomes)} files failed")
@@ -177,8 +271,8 @@ def finish_batch(outcomes, as_json: bool, columns) -> None:
 
 @app.command()
 def encode(
-    inputs: list[str] = typer.Argument(..., help="Image(s) to encode (PNG, JPEG, ...); - reads "
-                                       "stdin."),
+    inputs: list[str] = typer.Argument(None, help="Image(s) to encode (PNG, JPEG, ...) or "
+                                       "folders of them; - reads stdin."),
     output: str = typer.Option(..., "-o", "--output", help="The .inr file to write (- for "
                                "stdout), or a folder (OUTDIR/) for several inputs."),
     model: Optional[str] = choice(FAMILY_NAMES, None, "--model", "-m",
@@ -204,6 +298,13 @@ def encode(
                                   "geometric model per tensor, 3-6% smaller than zstd's byte "
                                   "planes)."),
     jobs: int = typer.Option(1, min=1, help="Files encoded in parallel (several inputs)."),
+    globs: list[str] = globs_option(IMAGE_GLOBS),
+    files_from: Optional[str] = batch_option("files_from"),
+    skip_existing: bool = batch_option("skip_existing"),
+    shard: Optional[str] = batch_option("shard"),
+    manifest: Optional[str] = batch_option("manifest"),
+    scheduler: Optional[str] = batch_option("scheduler"),
+    cluster: Optional[str] = batch_option("cluster"),
     device: Optional[str] = choice(DEVICES, help="Where training runs (default auto: CUDA "
                                   "when present)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (a "
@@ -216,14 +317,18 @@ def encode(
         options = encode_options(hparam, model=model, bpp=bpp, quality=quality, psnr=psnr,
                                  effort=effort, steps=steps, seed=seed, encoding=encoding,
                                  coder=coder, device=device)
-        if batch_target(inputs, output):
-            from .batch import encode_file, plan_outputs, run_batch
-            pairs = plan_outputs(inputs, output, ".inr")
-            outcomes = run_batch(encode_file, pairs, {"options": options}, jobs, "encoding")
+        flags = BatchFlags(globs, files_from, skip_existing, shard, manifest, scheduler, cluster)
+        inputs = inputs or []
+        if batch_target(inputs, output, files_from):
+            from inrcodec.batch import encode_file, options_record
+            outcomes, skipped = run_files(flags, encode_file, inputs, output, ".inr",
+                                          IMAGE_GLOBS, {"options": options},
+                                          options_record(options), jobs, "encoding")
             finish_batch(outcomes, as_json, [("bytes", "bytes", "d"), ("bpp", "bpp", ".3f"),
                                              ("PSNR dB", "psnr", ".2f"),
-                                             ("seconds", "seconds", ".1f")])
+                                             ("seconds", "seconds", ".1f")], skipped)
             return
+        single_file_only(flags)
         input = inputs[0]
         if as_json and output == "-":
             raise InrInputError("--json prints to stdout, so the .inr file cannot go there too")
@@ -248,13 +353,21 @@ def encode(
 
 @app.command()
 def decode(
-    inputs: list[str] = typer.Argument(..., help="The .inr file(s); - reads stdin."),
+    inputs: list[str] = typer.Argument(None, help="The .inr file(s) or folders of them; - "
+                                       "reads stdin."),
     output: str = typer.Option(..., "-o", "--output", help="Image to write (format from the "
                                "extension, PNG by default; - writes PNG to stdout), or a folder "
                                "(OUTDIR/) for several inputs."),
     scale: Optional[float] = typer.Option(None, help="Render at this scale of the stored size."),
     size: Optional[str] = typer.Option(None, help="Render at exactly WIDTHxHEIGHT."),
     jobs: int = typer.Option(1, min=1, help="Files decoded in parallel (several inputs)."),
+    globs: list[str] = globs_option(INR_GLOBS),
+    files_from: Optional[str] = batch_option("files_from"),
+    skip_existing: bool = batch_option("skip_existing"),
+    shard: Optional[str] = batch_option("shard"),
+    manifest: Optional[str] = batch_option("manifest"),
+    scheduler: Optional[str] = batch_option("scheduler"),
+    cluster: Optional[str] = batch_option("cluster"),
     device: str = choice(DEVICES, "cpu", help="Where rendering runs (auto: CUDA when "
                          "present)."),
     max_pixels: Optional[int] = typer.Option(None, min=1, help="Allow decodes of up to this "
@@ -269,15 +382,18 @@ def decode(
     with user_errors():
         wanted = parse_size(size) if size else None
         limits = {"max_pixels": max_pixels, "max_work": max_work}
-        if batch_target(inputs, output):
-            from .batch import decode_file, plan_outputs, run_batch
-            pairs = plan_outputs(inputs, output, ".png")
-            outcomes = run_batch(decode_file, pairs,
-                                 {"scale": scale, "size": wanted, "device": device, **limits},
-                                 jobs, "decoding")
+        flags = BatchFlags(globs, files_from, skip_existing, shard, manifest, scheduler, cluster)
+        inputs = inputs or []
+        if batch_target(inputs, output, files_from):
+            from inrcodec.batch import decode_file
+            options = {"scale": scale, "size": wanted, "device": device, **limits}
+            outcomes, skipped = run_files(flags, decode_file, inputs, output, ".png", INR_GLOBS,
+                                          options, {"scale": scale, "size": size}, jobs,
+                                          "decoding")
             finish_batch(outcomes, False, [("width", "width", "d"), ("height", "height", "d"),
-                                           ("seconds", "seconds", ".2f")])
+                                           ("seconds", "seconds", ".2f")], skipped)
             return
+        single_file_only(flags)
         input = inputs[0]
         check_output(output, input)
         from inrcodec.decoder import decode as decode_pixels
@@ -339,6 +455,8 @@ def bench(
                                          "names without extension)."),
     crop: Optional[str] = typer.Option(None, help="Centre-crop images to WIDTHxHEIGHT."),
     jobs: int = typer.Option(1, min=1, help="Parallel worker processes."),
+    scheduler: Optional[str] = batch_option("scheduler"),
+    cluster: Optional[str] = batch_option("cluster"),
     task: str = choice(TASKS, "rd", help="rd (rate-distortion) or upscale."),
     report: Optional[Path] = typer.Option(None, help="Where the markdown report goes (default "
                                           "OUT/report.md; plots stay in OUT)."),
@@ -368,6 +486,7 @@ def bench(
                              limit=limit,
                              crop=parse_size(crop) if crop else None,
                              names=images.split(",") if images else None, jobs=jobs,
+                             scheduler=dask_scheduler(scheduler, cluster),
                              task=task,
                              command="inr " + " ".join(sys.argv[1:]), report=report,
                              cached_only=cached_only, reference=reference)

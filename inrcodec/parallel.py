@@ -1,7 +1,15 @@
 """Running independent jobs (files of a batch, benchmark jobs) in worker processes.
 
-One process pool for the whole project: ``jobs`` workers, each with its share of the CPU
-threads for torch (torch's threads slow down sharply when more run than there are cores).
+One entry point, :func:`run_unordered`, for the two places jobs can run:
+
+- a local process pool (the default, no extra needed): ``jobs`` workers, each with its share of
+  the CPU threads for torch (torch's threads slow down sharply when more run than there are
+  cores);
+- a Dask cluster (``scheduler``: the address of a running scheduler, ``tcp://HOST:PORT``, or
+  ``local:N`` for a ``LocalCluster`` of N one-thread worker processes started here and closed
+  after), with the optional extra ``inrcodec[cluster]``. Dask reschedules the jobs of a worker
+  that dies; a job that keeps killing its workers ends as :class:`LostJob` after Dask's
+  ``allowed-failures``. Each job sets torch to one thread on its worker.
 
 An interrupt stops everything at once: Ctrl-C reaches the whole process group, but workers
 ignore it and the parent decides. On KeyboardInterrupt (or when the caller stops reading) the
@@ -12,10 +20,21 @@ no output appears after the interrupt.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, Sequence
+
+from .errors import InrInputError
+
+#: How long to wait for a scheduler to answer before giving up (seconds).
+CONNECT_TIMEOUT_S = 20
+
+
+class LostJob(Exception):
+    """A job whose worker died (every time it was tried): not the job's own error."""
 
 
 def _leave(signum, frame) -> None:
@@ -46,10 +65,17 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         worker.join(timeout=30)
 
 
-def run_unordered(work: Callable[..., Any], calls: Sequence[tuple], jobs: int = 1
+def run_unordered(work: Callable[..., Any], calls: Sequence[tuple], jobs: int = 1,
+                  scheduler: str | None = None,
+                  lost: Callable[[tuple, Exception], Any] | None = None
                   ) -> Iterator[tuple[int, Any]]:
     """``work(*args)`` for every ``args`` of ``calls``, as (index, result) in the order they
-    finish: in this process for ``jobs`` <= 1, else in ``jobs`` worker processes."""
+    finish: on the Dask cluster at ``scheduler`` if given, else in this process for ``jobs``
+    <= 1, else in ``jobs`` worker processes. A job lost with its worker process raises
+    (:class:`LostJob` on a cluster), or gives ``lost(args, error)`` as its result if given."""
+    if scheduler:
+        yield from _run_on_cluster(work, calls, scheduler, lost)
+        return
     if jobs <= 1:
         for i, args in enumerate(calls):
             yield i, work(*args)
@@ -59,8 +85,80 @@ def run_unordered(work: Callable[..., Any], calls: Sequence[tuple], jobs: int = 
     try:
         futures = {pool.submit(_in_worker, work, args): i for i, args in enumerate(calls)}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            try:
+                result = future.result()
+            except BrokenProcessPool as exc:  # a worker died: the pool takes no more jobs
+                if lost is None:
+                    raise
+                result = lost(calls[futures[future]], LostJob(f"worker process died: {exc}"))
+            yield futures[future], result
     except BaseException:  # an interrupt, or the caller closing the generator
         _stop(pool)
         raise
     pool.shutdown()
+
+
+def parse_scheduler(text: str) -> str:
+    """Check a scheduler given by the user: ``local:N`` or an address (``tcp://HOST:PORT``,
+    ``HOST:PORT``, or any protocol Dask speaks); the text as given."""
+    if text.startswith("local:"):
+        count = text.removeprefix("local:")
+        if not count.isdigit() or not 1 <= int(count) <= 1024:
+            raise InrInputError(f"a local cluster is local:N with N in 1..1024, not {text!r}")
+    elif ":" not in text:
+        raise InrInputError(f"a scheduler address looks like tcp://HOST:PORT, not {text!r}")
+    return text
+
+
+def _on_worker(work: Callable[..., Any], args: tuple) -> Any:
+    import torch
+    torch.set_num_threads(1)
+    return work(*args)
+
+
+def _connect(scheduler: str):
+    """A Dask client for ``scheduler`` and the LocalCluster it started (or None)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InrInputError("running on a Dask cluster needs the cluster extra: "
+                            "pip install 'inrcodec[cluster]'") from None
+    if scheduler.startswith("local:"):
+        cluster = LocalCluster(n_workers=int(scheduler.removeprefix("local:")),
+                               threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    try:
+        return Client(parse_scheduler(scheduler), timeout=CONNECT_TIMEOUT_S), None
+    except (OSError, TimeoutError) as exc:
+        raise InrInputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+
+
+def _run_on_cluster(work: Callable[..., Any], calls: Sequence[tuple], scheduler: str,
+                    lost: Callable[[tuple, Exception], Any] | None) -> Iterator[tuple[int, Any]]:
+    from distributed import as_completed as completed
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    client, cluster = _connect(scheduler)
+    futures = []
+    try:
+        futures = [client.submit(_on_worker, work, args, pure=False) for args in calls]
+        index = {future.key: i for i, future in enumerate(futures)}
+        for future in completed(futures):
+            i = index[future.key]
+            try:
+                result = future.result()
+            except (KilledWorker, FutureCancelledError) as exc:
+                error = LostJob(f"lost with its worker: {exc}")
+                if lost is None:
+                    raise error from None
+                result = lost(calls[i], error)
+            yield i, result
+    except BaseException:  # an interrupt, or the caller closing the generator
+        client.cancel(futures)
+        raise
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -85,7 +85,7 @@ LAYERS = {
     "parallel": 2,
     "models": 3,
     "bitstream": 4, "decoder": 4,
-    "options": 5, "fit": 5, "ratecontrol": 5, "encoder": 5, "pillow": 5,
+    "options": 5, "fit": 5, "ratecontrol": 5, "encoder": 5, "pillow": 5, "batch": 5,
     "bench": 6,
     "cli": 7,
 }

@@ -132,14 +132,17 @@ def test_batch_encode_and_decode_with_a_failure(files, tmp_path):
     facts = json.loads(result.stdout)
     assert [f["ok"] for f in facts] == [True, True, False]
     assert "not an image" in facts[2]["error"]
-    assert sorted(p.name for p in out.iterdir()) == ["in.inr", "other.inr"]
+    assert sorted(p.name for p in out.iterdir()) == ["in.inr", "manifest.jsonl", "other.inr"]
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((r["place"], r["ok"]) for r in records) == [
+        ("broken.inr", False), ("in.inr", True), ("other.inr", True)]
     assert "2 of 3 files done" in result.stderr
     assert "inr: error: 1 of 3 files failed" in result.stderr
 
     decoded = tmp_path / "decoded"
     result = invoke("decode", out / "in.inr", out / "other.inr", "-o", f"{decoded}/", "--scale", "2")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in decoded.iterdir()) == ["in.png", "other.png"]
+    assert sorted(p.name for p in decoded.iterdir()) == ["in.png", "manifest.jsonl", "other.png"]
     assert Image.open(decoded / "other.png").size == (128, 96)
 
 

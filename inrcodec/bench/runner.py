@@ -144,9 +144,12 @@ class Cache:
 
 
 def run_jobs(jobs: list[Job], cache: Cache, workers: int = 1,
-             on_done: Callable[[dict, bool], None] | None = None) -> list[dict]:
+             on_done: Callable[[dict, bool], None] | None = None,
+             scheduler: str | None = None) -> list[dict]:
     """Results of every job, from the cache where present; ``on_done(row, cached)`` after each.
-    Each row names its job's key and fingerprint."""
+    Each row names its job's key and fingerprint. The jobs run in ``workers`` local processes,
+    or on the Dask ``scheduler`` (``parallel.run_unordered``); results are cached here, as
+    they arrive."""
     rows: list[dict] = []
 
     def done(job: Job, row: dict, cached: bool) -> None:
@@ -162,7 +165,8 @@ def run_jobs(jobs: list[Job], cache: Cache, workers: int = 1,
             todo.append(job)
         else:
             done(job, row, True)
-    for i, (row, data) in run_unordered(run_job, [(job,) for job in todo], workers):
+    for i, (row, data) in run_unordered(run_job, [(job,) for job in todo], workers,
+                                        scheduler=scheduler):
         cache.put(todo[i], row, data)
         done(todo[i], row, False)
     return rows
