@@ -228,3 +228,23 @@ def test_upscale_task_writes_its_report(dataset, tmp_path):
     text = path.read_text()
     assert "inr --scale 2" in text and "JPEG same size + bicubic" in text
     assert (tmp_path / "upscale.png").stat().st_size > 0
+
+
+def test_a_dask_cluster_runs_the_jobs_with_the_bytes_of_the_local_pool(dataset, tmp_path):
+    """``--cluster local:2``: the same rows and inr files as two local processes (one torch
+    thread per job on both sides), the report saying where the jobs ran."""
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    run(config(dataset, local, codecs=["inr:dct+steps=40", "jpeg"], jobs=2))
+    report = run(config(dataset, cluster, codecs=["inr:dct+steps=40", "jpeg"],
+                        scheduler="local:2"))
+    assert "jobs on the Dask scheduler local:2" in report.read_text()
+
+    def measured(folder):
+        rows = json.loads((folder / "results.json").read_text())
+        return sorted((r["key"], r["bytes"], r["psnr"]) for r in rows)
+
+    assert measured(local) == measured(cluster)
+    files = sorted(p.name for p in (local / "cache").glob("*.inr"))
+    assert len(files) == 4
+    assert all((local / "cache" / f).read_bytes() == (cluster / "cache" / f).read_bytes()
+               for f in files)
