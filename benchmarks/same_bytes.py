@@ -1,4 +1,5 @@
-"""Fixed-seed encodes whose bytes a refactor must not change: every family, the best efforts
+"""Fixed-seed encodes whose bytes a refactor must not change: every family (the latent one with
+both interpolations), the best efforts
 (cycles, starts, rounding one tensor at a time), fine-tuning through the quantisers, fixed bit
 depths, a grey image, both coders, an input encoding, a quality target and a compiled step.
 
@@ -48,6 +49,8 @@ CASES = {
                                    allocation="uniform")),
     "dct": ("wide", dict(model="dct", bpp=2.0, steps=200, effort="fast")),
     "dct-quality": ("wide", dict(model="dct", quality=60, steps=200, color="rgb")),
+    "latent": ("wide", dict(model="latent", bpp=1.0, steps=150, effort="fast")),
+    "latent-bicubic": ("face", dict(model="latent", bpp=2.0, steps=100, upsampling=1)),
 }
 COMPILED = {"gridded-compiled": ("face", dict(model="gridded", bpp=1.0, steps=60,
                                               effort="fast", compile=True))}
