@@ -250,3 +250,31 @@ def test_a_worker_killed_mid_run_loses_no_file(corpus, tmp_path):
     for data in files.values():
         assert inrcodec.decode(data).shape == (24, 32, 3)
     assert len(book.records()) == len(NAMES)
+
+
+def test_ctrl_c_on_a_local_cluster_stops_at_once_and_leaves_no_file(corpus, tmp_path):
+    """Ctrl-C to the whole process group (as a terminal sends it) while the workers encode: the
+    futures are cancelled, the cluster closed, and no output appears, then or later."""
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "inrcodec_cli", "encode", str(corpus), "-o", f"{out}/",
+         "--cluster", "local:2", "--bpp", "2", "--effort", "fast", "--steps", "20000", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not out.exists():  # the batch has planned its outputs
+        time.sleep(0.1)
+    time.sleep(8)  # the cluster has started and its workers their first encodes
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and b"interrupted" in err, err.decode()
+    time.sleep(3)  # long enough for a worker that went on to write something
+    assert list(out.rglob("*")) == []
+    import psutil  # Dask's own dependency
+    survivors = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == run.pid:
+                survivors.append(process.cmdline())
+        except (OSError, psutil.Error):
+            pass
+    assert not survivors  # no worker, nanny or scheduler is left to write anything later
