@@ -212,14 +212,21 @@ def test_batch_flags_are_refused_for_one_file(corpus, tmp_path, monkeypatch):
 # -- on a Dask cluster --------------------------------------------------------------------
 
 def test_a_local_cluster_gives_the_bytes_of_the_local_pool(corpus, tmp_path):
+    """The same files as two local processes; a broken input is reported once, not retried."""
     pool, cluster = tmp_path / "pool", tmp_path / "cluster"
-    result = invoke("encode", corpus, "-o", f"{pool}/", "--jobs", "2", *ENCODE)
-    assert result.exit_code == 0, result.output
-    result = invoke("encode", corpus, "-o", f"{cluster}/", "--cluster", "local:2", *ENCODE)
-    assert result.exit_code == 0, result.output
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    result = invoke("encode", corpus, broken, "-o", f"{pool}/", "--jobs", "2", *ENCODE)
+    assert result.exit_code == 1 and "1 of 7 files failed" in result.stderr
+    result = invoke("encode", corpus, broken, "-o", f"{cluster}/", "--cluster", "local:2",
+                    *ENCODE)
+    assert result.exit_code == 1 and "1 of 7 files failed" in result.stderr
     assert outputs(pool) == outputs(cluster) and len(outputs(pool)) == len(NAMES)
     records = manifest_lines(cluster / "manifest.jsonl")
-    assert all(r["ok"] and r["output_sha256"] for r in records)
+    assert len(records) == len(NAMES) + 1
+    assert all(r["ok"] and r["output_sha256"] for r in records if r["place"] != "broken.inr")
+    [failed] = [r for r in records if r["place"] == "broken.inr"]
+    assert not failed["ok"] and "not an image" in failed["error"]
 
 
 def test_a_worker_killed_mid_run_loses_no_file(corpus, tmp_path):
