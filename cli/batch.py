@@ -29,6 +29,9 @@ def summary(outcomes: list[FileResult], columns: list[tuple[str, str, str]],
     title = f"{sum(o.ok for o in outcomes)} of {len(outcomes)} files done"
     if skipped:
         title += f" ({skipped} already done, skipped)"
+    if not outcomes:
+        stderr.print(title)
+        return
     table = Table(title=title)
     table.add_column("file")
     for title, _, _ in columns:
