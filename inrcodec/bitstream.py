@@ -67,8 +67,8 @@ def build(f: InrFile) -> ImageModel:
     enc = Encoding(f.encoding, 2, **f.encoding_params)
     net = f.layout(f.height, f.width, transform, f.hparams, enc, extra=f.extra)
     tensors = net.tensors()
-    sizes = [p.numel() for _, p in tensors]
-    symbols = entropy.decode(f.payload, sizes, [q.bits for q in f.quants], f.coder)
+    shapes = [tuple(p.shape) for _, p in tensors]
+    symbols = entropy.decode(f.payload, shapes, [q.bits for q in f.quants], f.coder)
     with torch.no_grad():
         for (name, p), q, s in zip(tensors, f.quants, symbols):
             if s.size and int(np.abs(s).max()) > q.qmax:

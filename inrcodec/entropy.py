@@ -20,6 +20,11 @@ maximum-likelihood fit to the tensor) is stored, and all tensors are coded as on
 The ratios and the stream are still wrapped in one zstd frame, the container's compressor, which
 stores them as they are for a few bytes; its content size is checked against the largest stream
 the header allows before decompression.
+
+Coder 2, ``context`` (the latent family's default): as coder 1, except that every
+three-dimensional tensor (a latent grid, C x H x W) is coded plane by plane with a spatial
+context model, each value's table chosen and its mean predicted from its decoded neighbours
+(:mod:`.context`); its model (12 bytes) takes the place of the ratio.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import ClassVar
 import numpy as np
 import zstandard
 
-from . import rans
+from . import context, rans
 from .errors import InrFormatError
 
 #: The bit depths a tensor may have.
@@ -125,9 +130,10 @@ def _unzstd(payload: bytes, largest: int, exact: bool) -> bytes:
 class Coder:
     """Turns the symbols of a file's tensors into one payload and back.
 
-    ``decode`` is given what the header implies (each tensor's size and bit depth) and raises
-    :class:`InrFormatError` unless the payload is exactly right, before allocating anything
-    larger than those sizes allow.
+    ``encode`` is given each tensor's symbols (an int array of the tensor's shape) and bit
+    depth. ``decode`` is given what the header implies (each tensor's shape and bit depth) and
+    returns each tensor's symbols, flat; it raises :class:`InrFormatError` unless the payload
+    is exactly right, before allocating anything larger than those shapes allow.
     """
 
     name: ClassVar[str]
@@ -136,7 +142,8 @@ class Coder:
     def encode(self, symbols: list[np.ndarray], bits: list[int]) -> bytes:
         raise NotImplementedError
 
-    def decode(self, payload: bytes, sizes: list[int], bits: list[int]) -> list[np.ndarray]:
+    def decode(self, payload: bytes, shapes: list[tuple[int, ...]], bits: list[int]
+               ) -> list[np.ndarray]:
         raise NotImplementedError
 
 
@@ -146,7 +153,8 @@ class ZstdCoder(Coder):
     def encode(self, symbols, bits):
         return _zstd_frame(layout(symbols, bits))
 
-    def decode(self, payload, sizes, bits):
+    def decode(self, payload, shapes, bits):
+        sizes = [math.prod(s) for s in shapes]
         raw = _unzstd(payload, sum(n * planes(b) for n, b in zip(sizes, bits)), exact=True)
         return unlayout(raw, sizes, bits)
 
@@ -160,7 +168,8 @@ class RansCoder(Coder):
         head = struct.pack(f"<{len(ratios)}H", *ratios)
         return _zstd_frame(head + rans.encode(list(zip(symbols, tables))))
 
-    def decode(self, payload, sizes, bits):
+    def decode(self, payload, shapes, bits):
+        sizes = [math.prod(s) for s in shapes]
         # No symbol costs more than PRECISION bits, so no valid stream is longer than this.
         largest = 2 * len(sizes) + 8 + 4 * (-(-sum(sizes) * rans.PRECISION // rans.WORD) + 1)
         raw = _unzstd(payload, largest, exact=False)
@@ -175,8 +184,55 @@ class RansCoder(Coder):
             raise InrFormatError(f"payload does not decode: {exc}") from None
 
 
+class ContextCoder(Coder):
+    name, coder_id = "context", 2
+
+    def encode(self, symbols, bits):
+        head, freq, cum = [], [], []
+        for s, b in zip(symbols, bits):
+            if s.ndim == 3:
+                model, f, c = context.encode_model(s, qmax(b))
+                head.append(model)
+            else:
+                ratio = geometric_ratio(s)
+                head.append(struct.pack("<H", ratio))
+                f, c = rans.Table.geometric(qmax(b), ratio).lookup(s)
+            freq.append(f)
+            cum.append(c)
+        empty = np.zeros(0, dtype=np.int64)
+        stream = rans.encode_symbols(np.concatenate(freq or [empty]),
+                                     np.concatenate(cum or [empty]))
+        return _zstd_frame(b"".join(head) + stream)
+
+    def decode(self, payload, shapes, bits):
+        head = sum(context.MODEL_BYTES if len(s) == 3 else 2 for s in shapes)
+        # A residual costs at most PRECISION bits, like any symbol of coder 1.
+        largest = head + 8 + 4 * (-(-sum(math.prod(s) for s in shapes) * rans.PRECISION
+                                    // rans.WORD) + 1)
+        raw = _unzstd(payload, largest, exact=False)
+        if len(raw) < head:
+            raise InrFormatError("payload is too short for its tensors' models")
+        try:
+            reader = rans.Reader(raw[head:])
+            out, offset = [], 0
+            for shape, b in zip(shapes, bits):
+                if len(shape) == 3:
+                    weights, ratios = context.read_model(raw, offset)
+                    offset += context.MODEL_BYTES
+                    out.append(context.decode_planes(reader, shape, qmax(b), weights, ratios))
+                else:
+                    (ratio,) = struct.unpack_from("<H", raw, offset)
+                    offset += 2
+                    table = rans.Table.geometric(qmax(b), ratio)
+                    out.append(rans.decode_with(reader, math.prod(shape), table))
+            reader.finish()
+        except rans.RansError as exc:
+            raise InrFormatError(f"payload does not decode: {exc}") from None
+        return out
+
+
 #: The coders by name, default first; a new coder is a class above and a line here.
-CODERS: dict[str, Coder] = {c.name: c for c in (RansCoder(), ZstdCoder())}
+CODERS: dict[str, Coder] = {c.name: c for c in (RansCoder(), ZstdCoder(), ContextCoder())}
 CODER_IDS = {name: c.coder_id for name, c in CODERS.items()}
 CODER_NAMES = {c.coder_id: name for name, c in CODERS.items()}
 DEFAULT_CODER = "rans"
@@ -194,9 +250,11 @@ def encode(symbols: list[np.ndarray], bits: list[int], coder: str = DEFAULT_CODE
     return get(coder).encode(symbols, bits)
 
 
-def decode(payload: bytes, sizes: list[int], bits: list[int], coder: str = DEFAULT_CODER
-           ) -> list[np.ndarray]:
-    """Symbols of each tensor; raises InrFormatError unless the payload is exactly right."""
+def decode(payload: bytes, shapes: list[tuple[int, ...] | int], bits: list[int],
+           coder: str = DEFAULT_CODER) -> list[np.ndarray]:
+    """Symbols of each tensor (flat), given each one's shape (or size: a flat tensor); raises
+    InrFormatError unless the payload is exactly right."""
     if coder not in CODERS:
         raise InrFormatError(f"unknown entropy coder {coder!r}")
-    return CODERS[coder].decode(payload, sizes, bits)
+    shapes = [(s,) if isinstance(s, int) else tuple(s) for s in shapes]
+    return CODERS[coder].decode(payload, shapes, bits)

@@ -68,8 +68,9 @@ def fake_quantize(weights: torch.Tensor, quant: TensorQuant) -> torch.Tensor:
 
 
 def to_symbols(weights: torch.Tensor, quant: TensorQuant) -> np.ndarray:
+    """The integer symbols (int32, the tensor's shape) that ``quant`` stores of ``weights``."""
     q = torch.clamp(torch.round(weights.detach() / quant.step), -quant.qmax, quant.qmax)
-    return q.to(torch.int32).numpy().ravel()
+    return q.to(torch.int32).numpy()
 
 
 def from_symbols(symbols: np.ndarray, quant: TensorQuant, shape: tuple[int, ...]) -> torch.Tensor:

@@ -85,6 +85,12 @@ class Table:
         magnitudes = np.array(half, dtype=np.int64)
         return cls.from_weights(qmax, np.concatenate([magnitudes[:0:-1], magnitudes]))
 
+    def lookup(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frequencies and cumulative frequencies (int64, flat) of ``symbols``."""
+        index = symbols.ravel().astype(np.int64) + self.qmax
+        return (np.asarray(self.freq, dtype=np.int64)[index],
+                np.asarray(self.cum, dtype=np.int64)[index])
+
     def bits(self, symbols: np.ndarray) -> float:
         """The ideal code length of ``symbols`` under this table, in bits."""
         freq = np.asarray(self.freq, dtype=np.float64)
@@ -92,48 +98,71 @@ class Table:
         return float(np.sum(counts * (PRECISION - np.log2(freq))))
 
 
-def encode(streams: list[tuple[np.ndarray, Table]]) -> bytes:
-    """One rANS stream of every (symbols, table) pair, in order."""
+def encode_symbols(freq: np.ndarray, cum: np.ndarray) -> bytes:
+    """One rANS stream of symbols given by their frequencies and cumulative frequencies, in
+    coding order (int arrays of equal length; each symbol may have its own table)."""
     words: list[int] = []
     x = LOW
-    for symbols, table in reversed(streams):
-        freq, cum, qmax = table.freq, table.cum, table.qmax
-        for s in reversed(symbols.tolist()):
-            i = s + qmax
-            f = freq[i]
-            if x >= f * EMIT_BOUND:
-                words.append(x & WORD_MASK)
-                x >>= WORD
-            x = ((x // f) << PRECISION) + x % f + cum[i]
+    for f, c in zip(reversed(freq.tolist()), reversed(cum.tolist())):
+        if x >= f * EMIT_BOUND:
+            words.append(x & WORD_MASK)
+            x >>= WORD
+        x = ((x // f) << PRECISION) + x % f + c
     words.reverse()
     return struct.pack(f"<Q{len(words)}I", x, *words)
+
+
+def encode(streams: list[tuple[np.ndarray, Table]]) -> bytes:
+    """One rANS stream of every (symbols, table) pair, in order."""
+    looked_up = [table.lookup(symbols) for symbols, table in streams]
+    empty = np.zeros(0, dtype=np.int64)
+    return encode_symbols(np.concatenate([f for f, _ in looked_up] or [empty]),
+                          np.concatenate([c for _, c in looked_up] or [empty]))
+
+
+class Reader:
+    """A stream being decoded: the state ``x``, the words and the next word's position.
+    :func:`decode` runs it over tables; a context model (:mod:`.context`) runs the same three
+    steps per symbol in its own loop, where each symbol's table depends on those before."""
+
+    def __init__(self, stream: bytes):
+        if len(stream) < 8 or (len(stream) - 8) % 4:
+            raise RansError(f"a stream of {len(stream)} bytes is not a state and whole words")
+        (self.x,) = struct.unpack_from("<Q", stream)
+        self.words = struct.unpack_from(f"<{(len(stream) - 8) // 4}I", stream, 8)
+        self.pos = 0
+        if not LOW <= self.x < LOW << WORD:
+            raise RansError("the stream's initial state is out of range")
+
+    def finish(self) -> None:
+        """Raise RansError unless the stream ended exactly where its encoder began."""
+        if self.x != LOW or self.pos != len(self.words):
+            raise RansError("the stream does not end where its encoder began")
+
+
+def decode_with(reader: Reader, count: int, table: Table) -> np.ndarray:
+    """The next ``count`` symbols of ``reader``'s stream, all of ``table``."""
+    freq, cum, qmax = table.freq, table.cum, table.qmax
+    x, words, pos, n_words = reader.x, reader.words, reader.pos, len(reader.words)
+    symbols = array.array("i", bytes(4 * count))
+    for j in range(count):
+        slot = x & SLOT_MASK
+        i = bisect.bisect_right(cum, slot) - 1
+        x = freq[i] * (x >> PRECISION) + slot - cum[i]
+        if x < LOW:
+            if pos == n_words:
+                raise RansError("the stream is cut short")
+            x = (x << WORD) | words[pos]
+            pos += 1
+        symbols[j] = i - qmax
+    reader.x, reader.pos = x, pos
+    return np.frombuffer(symbols, dtype=np.int32)
 
 
 def decode(stream: bytes, streams: list[tuple[int, Table]]) -> list[np.ndarray]:
     """The symbols of each (count, table) pair; raises RansError unless the stream is exactly
     one that :func:`encode` wrote for these counts and tables."""
-    if len(stream) < 8 or (len(stream) - 8) % 4:
-        raise RansError(f"a stream of {len(stream)} bytes is not a state and whole words")
-    (x,) = struct.unpack_from("<Q", stream)
-    words = struct.unpack_from(f"<{(len(stream) - 8) // 4}I", stream, 8)
-    if not LOW <= x < LOW << WORD:
-        raise RansError("the stream's initial state is out of range")
-    pos, n_words = 0, len(words)
-    out = []
-    for count, table in streams:
-        freq, cum, qmax = table.freq, table.cum, table.qmax
-        symbols = array.array("i", bytes(4 * count))
-        for j in range(count):
-            slot = x & SLOT_MASK
-            i = bisect.bisect_right(cum, slot) - 1
-            x = freq[i] * (x >> PRECISION) + slot - cum[i]
-            if x < LOW:
-                if pos == n_words:
-                    raise RansError("the stream is cut short")
-                x = (x << WORD) | words[pos]
-                pos += 1
-            symbols[j] = i - qmax
-        out.append(np.frombuffer(symbols, dtype=np.int32))
-    if x != LOW or pos != n_words:
-        raise RansError("the stream does not end where its encoder began")
+    reader = Reader(stream)
+    out = [decode_with(reader, count, table) for count, table in streams]
+    reader.finish()
     return out

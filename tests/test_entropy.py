@@ -1,7 +1,10 @@
-"""The entropy stage: both coders invert exactly, the rANS coder is as short as its model
-promises, and a bad payload only ever raises InrFormatError."""
+"""The entropy stage: every coder inverts exactly, the rANS coder is as short as its model
+promises, the context coder's bytes are fixed and its contexts pay, and a bad payload only ever
+raises InrFormatError."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -27,12 +30,46 @@ def laplace_tensors(seed: int = 0) -> tuple[list[np.ndarray], list[int]]:
     return symbols, bits
 
 
-@pytest.mark.parametrize("coder", ["zstd", "rans"])
-def test_coders_invert_exactly(coder):
-    symbols, bits = laplace_tensors()
+def latent_grids(seed: int = 0) -> tuple[list[np.ndarray], list[int]]:
+    """Symbols shaped like a latent family's: smooth, sparse integer grids (C, H, W) of two
+    sizes, then a weight matrix and a bias vector."""
+    rng = np.random.default_rng(seed)
+    ramp = np.subtract.outer(np.arange(12), np.arange(17)) + 2  # a plane: L + U - UL predicts it
+    sparse = np.where(rng.random((2, 24, 33)) < 0.1, rng.integers(-3, 4, (2, 24, 33)), 0)
+    symbols = [np.stack([ramp, -ramp]).astype(np.int32), sparse.astype(np.int32),
+               rng.integers(-40, 41, (6, 5)).astype(np.int32),
+               rng.integers(-3, 4, 5).astype(np.int32)]
+    return symbols, [5, 3, 8, 4]
+
+
+@pytest.mark.parametrize("coder", ["zstd", "rans", "context"])
+@pytest.mark.parametrize("tensors", [laplace_tensors, latent_grids])
+def test_coders_invert_exactly(coder, tensors):
+    symbols, bits = tensors()
     payload = entropy.encode(symbols, bits, coder)
-    decoded = entropy.decode(payload, [s.size for s in symbols], bits, coder)
-    assert all(np.array_equal(a, b) for a, b in zip(symbols, decoded))
+    decoded = entropy.decode(payload, [s.shape for s in symbols], bits, coder)
+    assert all(np.array_equal(a.ravel(), b) for a, b in zip(symbols, decoded))
+
+
+def test_the_context_coder_predicts_what_the_grids_hold():
+    symbols, bits = latent_grids()
+    ramp, ramp_bits = symbols[:1], bits[:1]
+    context_bytes = len(entropy.encode(ramp, ramp_bits, "context"))
+    assert context_bytes < 0.5 * len(entropy.encode(ramp, ramp_bits, "rans"))
+    # The mean of the planar ramp is fitted (about L + U - UL): off the borders, no residual.
+    weights, residual, _ = inrcodec.context.analyse(symbols[0], entropy.qmax(5))
+    assert weights[3] == 0 and not residual[:, 1:, 1:].any()
+    # Tensors of one or two dimensions are coded as the rans coder codes them.
+    flat = [s.ravel() for s in symbols]
+    assert entropy.encode(flat, bits, "context") == entropy.encode(flat, bits, "rans")
+
+
+def test_context_coder_bytes_are_fixed():
+    # The format's contract for coder 2: these grids are these bytes, everywhere.
+    symbols, bits = latent_grids()
+    payload = entropy.encode(symbols[:2], bits[:2], "context")
+    raw = zstandard.ZstdDecompressor().decompress(payload)
+    assert hashlib.sha256(raw).hexdigest()[:16] == EXPECTED_CONTEXT
 
 
 def test_rans_is_within_bytes_of_its_model_and_shorter_than_zstd():
@@ -74,6 +111,7 @@ def test_rans_stream_bytes_are_fixed():
 
 
 EXPECTED_STREAM = "264ca597180000009914e87714bf3d19"
+EXPECTED_CONTEXT = "d8faea1481fd60ca"
 
 
 def corruptions(payload: bytes):
@@ -89,13 +127,15 @@ def corruptions(payload: bytes):
     yield frame.compress(b"\0" * (10 << 20))  # a large frame that is only zeros
 
 
-def test_corrupt_rans_payloads_raise_format_errors_only():
-    symbols, bits = laplace_tensors(1)
-    payload = entropy.encode(symbols, bits, "rans")
+@pytest.mark.parametrize("coder, tensors", [("rans", laplace_tensors),
+                                            ("context", latent_grids)])
+def test_corrupt_payloads_raise_format_errors_only(coder, tensors):
+    symbols, bits = tensors(1)
+    payload = entropy.encode(symbols, bits, coder)
     sizes = [s.size for s in symbols]
     for bad in corruptions(payload):
         try:
-            decoded = entropy.decode(bad, sizes, bits, "rans")
+            decoded = entropy.decode(bad, [s.shape for s in symbols], bits, coder)
         except InrFormatError:
             continue
         # a flip that decodes must still give symbols of the right shapes and range
@@ -103,11 +143,12 @@ def test_corrupt_rans_payloads_raise_format_errors_only():
         assert all(np.abs(d).max() <= entropy.qmax(b) for d, b in zip(decoded, bits))
 
 
-def test_oversized_frame_is_refused_before_decompression():
-    symbols, bits = laplace_tensors(2)
+@pytest.mark.parametrize("coder", ["rans", "context"])
+def test_oversized_frame_is_refused_before_decompression(coder):
+    symbols, bits = latent_grids(2)
     huge = zstandard.ZstdCompressor(write_content_size=True).compress(b"\0" * (10 << 20))
     with pytest.raises(InrFormatError, match="at most"):
-        entropy.decode(huge, [s.size for s in symbols], bits, "rans")
+        entropy.decode(huge, [s.shape for s in symbols], bits, coder)
 
 
 def test_same_weights_decode_alike_under_either_coder(image):
