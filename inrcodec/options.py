@@ -56,8 +56,8 @@ class EncodeOptions:
     encoding: str | None = None
     #: ``rgb`` or ``ycbcr``; None: the family's default (grey images are always one channel).
     color: str | None = None
-    #: The entropy coder (``inrcodec.entropy.CODERS``).
-    coder: str = entropy.DEFAULT_CODER
+    #: The entropy coder (``inrcodec.entropy.CODERS``); None: the family's default.
+    coder: str | None = None
     #: Quantise every tensor to this many bits instead of searching the steps for the rate
     #: target (the file is then as large as it comes out).
     bits: int | None = None
@@ -79,7 +79,8 @@ class EncodeOptions:
                 object.__setattr__(self, name, _coerce(name, value, kind))
         _choice("model", self.model, FAMILY_NAMES)
         _choice("effort", self.effort, EFFORTS)
-        _choice("entropy coder", self.coder, tuple(entropy.CODERS))
+        if self.coder is not None:
+            _choice("entropy coder", self.coder, tuple(entropy.CODERS))
         _choice("device", self.device, DEVICES)
         if sum(t is not None for t in (self.bpp, self.quality, self.psnr)) > 1:
             raise InrInputError("give one of bpp, quality and psnr")

@@ -68,8 +68,9 @@ class RatePlan:
         samples = schedule.steps * schedule.batch / schedule.cycles
         model = size_model(family, height, width, transform, enc, hparams, budget,
                            options.seed, bits_per_weight, samples)
+        coder = options.coder or family.default_coder
         if options.bits is not None:
-            return cls(model, budget, options.coder, options.bits, fixed_bits(options.bits))
+            return cls(model, budget, coder, options.bits, fixed_bits(options.bits))
         header = bitstream.header_size(model)
         payload_budget = budget - header
         if payload_budget <= 16:
@@ -77,9 +78,9 @@ class RatePlan:
             raise RateTooLow(f"{bpp:g} bpp is {budget:.0f} bytes for this {width}x{height} "
                              f"image, too few for the {header}-byte header of a "
                              f"{family.name} model: it needs at least {least:.3g} bpp", least)
-        model.plan_rate(payload_budget, options.coder)
-        return cls(model, budget, options.coder, None,
-                   shared_budget_quantiser(payload_budget, model.n_params(), options.coder))
+        model.plan_rate(payload_budget, coder)
+        return cls(model, budget, coder, None,
+                   shared_budget_quantiser(payload_budget, model.n_params(), coder))
 
     def finish(self, quants: dict[str, TensorQuant]) -> bytes:
         """The file of the fitted model: with a bit depth, as it comes; with a rate target,
@@ -259,13 +260,20 @@ def budget_quantiser(budget_bytes: float, coder: str = entropy.DEFAULT_CODER) ->
         fixed = fixed or {}
         shape = step_shape(tensors, sensitivity)
         everything = {**tensors, **{n: t for n, (t, _) in fixed.items()}}
+        fixed_quants = {n: q for n, (_, q) in fixed.items()}
 
         def attempt(log_s: float) -> tuple[dict[str, TensorQuant], int]:
             quants = {n: with_step(t, shape[n] * math.exp(log_s)) for n, t in tensors.items()}
-            return quants, payload_size(everything, {**quants, **{n: q for n, (_, q)
-                                                                  in fixed.items()}}, coder)
+            return quants, payload_size(tensors, quants, coder) + fixed_cost
 
         lo, hi = math.log(1 / 256), math.log(256)
+        # The fixed tensors (a latent family's grids: a million values) are coded once: each
+        # attempt adds their cost, measured as what they add to the coarsest attempt's payload.
+        fixed_cost = 0
+        if fixed:
+            coarsest = attempt(hi)[0]
+            fixed_cost = (payload_size(everything, {**coarsest, **fixed_quants}, coder)
+                          - payload_size(tensors, coarsest, coder))
         best = attempt(hi)[0]
         for _ in range(18):
             mid = 0.5 * (lo + hi)

@@ -13,14 +13,16 @@ from PIL import Image
 import pytest
 
 import inrcodec
+from inrcodec import entropy
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.inr"))
 
 
-def test_there_are_golden_files_for_every_family():
-    families = {inrcodec.info((GOLDEN / f"{c}.inr").read_bytes())["model"] for c in CASES}
-    assert families == set(inrcodec.FAMILIES)
+def test_there_are_golden_files_for_every_family_and_coder():
+    facts = [inrcodec.info((GOLDEN / f"{c}.inr").read_bytes()) for c in CASES]
+    assert {f["model"] for f in facts} == set(inrcodec.FAMILIES)
+    assert {f["coder"] for f in facts} == set(entropy.CODERS)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -58,25 +58,27 @@ def test_the_finest_grid_is_read_exactly_at_the_pixel_centres():
     assert torch.equal(features[..., :2], net.latents[0].permute(1, 2, 0))
 
 
-def test_the_dead_zone_brings_the_latents_within_their_planned_bits():
+@pytest.mark.parametrize("coder", ["rans", "context"])
+def test_the_dead_zone_brings_the_latents_within_their_planned_bits(coder):
     net = model()
+    net.coder = coder
     g = torch.Generator().manual_seed(9)
     with torch.no_grad():  # latents as training leaves them: not integers yet, many small
         for grid in net.latents:
             grid.copy_(torch.randn(grid.shape, generator=g) ** 3)
-    bits, _ = net.latent_bits()
+    bits = net.latent_bits()
     net.latent_bits_target = 0.5 * bits
     quants = net.fixed_quants()
-    assert net.latent_bits()[0] <= 0.5 * bits
-    assert net.latent_bits()[0] > 0.3 * bits  # only as much as needed is dropped
+    assert net.latent_bits() <= 0.5 * bits
+    assert net.latent_bits() > 0.3 * bits  # only as much as needed is dropped
     assert set(quants) == {f"latents.{level}" for level in range(4)}
     assert all(q.step == 1.0 for q in quants.values())
 
 
 def test_the_controller_raises_lambda_over_the_planned_rate_and_lowers_it_under():
     net = model()
-    bits, _ = net.latent_bits()
-    net.plan_rate(bits / 8, "rans")
+    bits = net.latent_bits()
+    net.plan_rate(bits / 8, "context")
     for target, direction in ((0.5 * bits, 1), (2.0 * bits, -1)):
         net.latent_bits_target = target
         before = float(net.rate_lambda)
@@ -87,12 +89,29 @@ def test_the_controller_raises_lambda_over_the_planned_rate_and_lowers_it_under(
     assert float(net.hard) == 0.0
 
 
-def test_calibration_measures_the_coders_bits_of_the_latents():
+@pytest.mark.parametrize("coder", ["rans", "context"])
+def test_calibration_measures_the_coders_bits_of_the_latents(coder):
     net = model()
-    net.plan_rate(1000.0, "rans")
+    net.plan_rate(1000.0, coder)
     net.calibrate()
     assert 0.5 <= net.calibration <= 1.5
     assert net.calibration != 1.0
+
+
+def test_the_rate_term_follows_the_context_coders_means_and_classes():
+    """After a measurement, the rate term charges each latent by its distance from the mean the
+    context coder predicts from its neighbours, at its class's unit cost: a grid of equal
+    values costs almost nothing away from its first row and column."""
+    net = model()
+    net.coder = "context"
+    with torch.no_grad():
+        for grid in net.latents:
+            grid.fill_(5.0)
+    flat = net.measure_code()
+    assert torch.equal(net.code_mean0[:, 1:, 1:], torch.full_like(net.code_mean0[:, 1:, 1:], 5.0))
+    net.coder = "rans"
+    assert net.measure_code() > 10 * flat  # a grid's one geometric code: every 5 costs bits
+    assert torch.equal(net.code_mean0, torch.zeros_like(net.code_mean0))
 
 
 def test_geometric_bits_is_the_code_length_of_the_fitted_distribution():

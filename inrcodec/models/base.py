@@ -28,6 +28,7 @@ from typing import Callable, ClassVar, Iterator
 import torch
 
 from ..color import ColorTransform
+from .. import entropy
 from ..encodings import Encoding
 from ..fields import Reader, Schema
 from ..quantize import TensorQuant
@@ -117,6 +118,8 @@ class ImageModel(torch.nn.Module):
     schema: ClassVar[Schema]
     default_color: ClassVar[str] = "rgb"
     default_encoding: ClassVar[tuple[str, dict]] = ("none", {})
+    #: The entropy coder of its files when the options name none.
+    default_coder: ClassVar[str] = entropy.DEFAULT_CODER
 
     def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
                  encoding: Encoding, extra: dict | None = None):

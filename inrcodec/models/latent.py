@@ -26,12 +26,13 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from ..color import ColorTransform
 from ..encodings import Encoding
 from ..fields import Field, Schema
-from .. import entropy
+from .. import context, entropy
 from ..quantize import TensorQuant, to_symbols, with_step
 from . import register
 from .base import FitTask, ImageModel, rgb_mse_loss
@@ -56,6 +57,13 @@ CONTROL_FROM = 0.1
 CONTROL_EVERY = 10
 CONTROL_STEP = 0.1
 CONTROL_GAIN = 2.0
+#: The context model's mean weights are refitted to the latents every this many steps (the
+#: rate term's means and classes follow the latents every CONTROL_EVERY steps).
+REFIT_EVERY = 50
+#: The dead zone's threshold grows by this factor until the latents meet their plan, at most
+#: this many times.
+DEAD_ZONE_GROWTH = 1.15
+DEAD_ZONE_TRIES = 200
 #: When (fractions of the steps) the coder's real cost of the latents is measured.
 CALIBRATE_AT = (0.5, 0.8)
 #: How far (as a factor either way) lambda may move from its first guess.
@@ -79,14 +87,44 @@ def first_lambda(bpp: float) -> float:
     return 10 ** (-psnr / 10) * 2 * math.log(10) / (10 * max(bpp, 1e-3) * math.log(2))
 
 
-def geometric_bits(magnitudes: torch.Tensor) -> float:
+def geometric_bits(magnitudes: torch.Tensor | np.ndarray) -> float:
     """The code length of integers with these magnitudes under their best two-sided geometric
     distribution (what the ``rans`` coder spends, to within its tables' rounding)."""
-    m = float(magnitudes.mean()) if magnitudes.numel() else 0.0
+    count = magnitudes.numel() if isinstance(magnitudes, torch.Tensor) else magnitudes.size
+    return geometric_code(count, float(magnitudes.sum()) if count else 0.0)[0]
+
+
+def geometric_code(count: int, total: float) -> tuple[float, float]:
+    """The code length of ``count`` integers whose magnitudes sum to ``total`` under their best
+    two-sided geometric distribution, and the bits that a unit of magnitude costs in it (-log2
+    of its ratio, at most MAX_UNIT_BITS)."""
+    m = total / count if count else 0.0
     r = entropy.ratio_of_mean(m)
     if r <= 0:
-        return 0.0
-    return magnitudes.numel() * (math.log2((1 + r) / (1 - r)) - m * math.log2(r))
+        return 0.0, MAX_UNIT_BITS
+    return (count * (math.log2((1 + r) / (1 - r)) - m * math.log2(r)),
+            min(-math.log2(r), MAX_UNIT_BITS))
+
+
+def grid_code(grid: np.ndarray, coder: str, weights: tuple[int, ...] | None = None
+              ) -> tuple[float, np.ndarray, np.ndarray, tuple[int, ...] | None]:
+    """What ``coder`` spends on a grid of integers (C, H, W), estimated: its bits, and per
+    latent the mean it is coded around and the bits a unit away from it costs, and the context
+    model's mean weights. The ``context`` coder's means and classes come from each latent's
+    neighbours (:mod:`..context`; its model's bytes counted; the weights fitted unless given),
+    the other coders' from the whole grid."""
+    if coder != "context":
+        bits, unit = geometric_code(grid.size, float(np.abs(grid).sum()))
+        return bits, np.zeros(grid.shape, np.float32), np.full(grid.shape, unit, np.float32), None
+    qmax = with_step(torch.from_numpy(grid), 1.0).qmax  # as the file will store the grid
+    weights, residual, classes = context.analyse(grid, qmax, weights)
+    flat = classes.ravel()
+    counts = np.bincount(flat, minlength=context.CLASSES)
+    totals = np.bincount(flat, weights=np.abs(residual).ravel(), minlength=context.CLASSES)
+    codes = [geometric_code(int(n), float(t)) for n, t in zip(counts, totals)]
+    units = np.array([u for _, u in codes], dtype=np.float32)
+    bits = 8.0 * context.MODEL_BYTES + sum(b for b, _ in codes)
+    return bits, (grid - residual).astype(np.float32), units[classes], weights
 
 
 def interpolation_taps(positions: torch.Tensor, size: int, cell: int, bicubic: bool
@@ -149,6 +187,7 @@ class Synthesis(torch.nn.Module):
 class Latent(ImageModel):
     name = "latent"
     family_id = 4
+    default_coder = "context"
     schema = Schema(LEVELS, CHANNELS, WIDTH, DEPTH, UPSAMPLING)
 
     def __init__(self, height: int, width: int, color: ColorTransform, hparams: dict,
@@ -166,11 +205,15 @@ class Latent(ImageModel):
         # Training state (not stored): lambda, each grid's bits per unit magnitude, and the
         # blend of noise (0) and straight-through rounding (1) the latents are seen through.
         self.register_buffer("rate_lambda", torch.tensor(1e-3), persistent=False)
-        self.register_buffer("unit_bits", torch.ones(self.levels), persistent=False)
+        # Per latent, the mean the coder predicts and the bits of a unit away from it.
+        for level, grid in enumerate(self.latents):
+            self.register_buffer(f"code_mean{level}", torch.zeros_like(grid), persistent=False)
+            self.register_buffer(f"unit_bits{level}", torch.ones_like(grid), persistent=False)
         self.register_buffer("hard", torch.tensor(0.0), persistent=False)
         self.latent_bits_target: float | None = None
+        self.code_weights: list[tuple[int, ...] | None] = [None] * self.levels
         self.lambda_guess = 1e-3  # lambda's first guess for the planned rate (plan_rate)
-        self.coder = entropy.DEFAULT_CODER
+        self.coder = self.default_coder
         #: The coder's bits per estimated bit (:meth:`calibrate`).
         self.calibration = 1.0
 
@@ -191,23 +234,57 @@ class Latent(ImageModel):
     @torch.no_grad()
     def fixed_quants(self) -> dict[str, TensorQuant]:
         """The latents' quantisers: step 1, what training rounded them to. Latents whose rate
-        overshoots the plan are brought within it first by a dead zone: the smallest threshold
-        t >= 1/2 such that, with every latent under t in magnitude set to zero, the rounded
-        latents cost at most the planned bits (the cheapest bits to drop are those of the
-        smallest values)."""
+        overshoots the plan are brought within it first by a dead zone that moves the latents
+        whose distance d from the mean their coder predicts costs least distortion per bit
+        saved to that mean: a latent of grid l, channel c moves when s d^2 < t u d, with s the
+        distortion a unit of it causes (:meth:`latent_sensitivity`), u the bits a unit costs
+        where it is; t grows by DEAD_ZONE_GROWTH from where the first latents would move until
+        the rounded latents cost at most the planned bits."""
         planned = None if self.latent_bits_target is None \
             else self.latent_bits_target / self.calibration
-        if planned is not None and self.latent_bits()[0] > planned:
-            magnitudes = [g.abs() for g in self.latents]
-            lo, hi = 0.5, max(float(m.max()) for m in magnitudes) + 1.0
-            for _ in range(24):
-                t = 0.5 * (lo + hi)
-                bits = sum(geometric_bits(torch.round(torch.where(m < t, 0.0, m)))
-                           for m in magnitudes)
-                lo, hi = (lo, t) if bits <= planned else (t, hi)
-            for g, m in zip(self.latents, magnitudes):
-                g.masked_fill_(m < hi, 0.0)
+        if planned is None or self.latent_bits() <= planned:
+            return {f"latents.{level}": q for level, q in enumerate(self._latent_quants())}
+        self.measure_code()
+        sensitivity = self.latent_sensitivity()
+        means = [getattr(self, f"code_mean{level}") for level in range(self.levels)]
+        # Moving a latent at distance d saves about u d bits and costs s d^2: it moves when
+        # d < t u / s; the first latents move when t u / s reaches 1/2.
+        reach = [getattr(self, f"unit_bits{level}") / sensitivity[level][:, None, None]
+                 for level in range(self.levels)]
+        distances = [(g - m).abs() for g, m in zip(self.latents, means)]
+        t = 0.5 / max(float(r.max()) for r in reach)
+        moved = list(self.latents)
+        for _ in range(DEAD_ZONE_TRIES):
+            t *= DEAD_ZONE_GROWTH
+            moved = [torch.where(d < t * r, m, g)
+                     for g, m, d, r in zip(self.latents, means, distances, reach)]
+            if self.latent_bits([torch.round(g).numpy() for g in moved]) <= planned:
+                break
+        for g, m in zip(self.latents, moved):
+            g.copy_(m)
         return {f"latents.{level}": q for level, q in enumerate(self._latent_quants())}
+
+    @torch.no_grad()
+    def latent_sensitivity(self, rows: int = 16) -> list[torch.Tensor]:
+        """Per grid, per channel, the squared colour error that a unit change of one of its
+        latents causes: the synthesis' mean squared gradient with respect to that input over
+        ``rows`` rows of pixels (drawn with a fixed seed), times the 4^l pixels' worth of area
+        that a latent of grid l spreads over."""
+        chosen = torch.randperm(self.height, generator=torch.Generator().manual_seed(0))[:rows]
+        ys = torch.sort(chosen).values.float() + 0.5
+        xs = torch.arange(self.width, dtype=torch.float32) + 0.5
+        grids = [torch.round(g) for g in self.latents]
+        features = self._features_band(ys, xs, grids).flatten(0, 1)
+        with torch.enable_grad():
+            features.requires_grad_(True)
+            out = self.synthesis(features)
+            squared = torch.zeros_like(features)
+            for k in range(out.shape[1]):
+                (grad,) = torch.autograd.grad(out[:, k].sum(), features, retain_graph=True)
+                squared += grad * grad
+        per_input = squared.mean(0).view(self.levels, self.latent_channels)
+        area = torch.tensor([4.0 ** level for level in range(self.levels)])[:, None]
+        return list((per_input * area).clamp_min(1e-12))
 
     def _latent_quants(self) -> list[TensorQuant]:
         """Step 1 and just enough bits for each grid as it is."""
@@ -263,29 +340,40 @@ class Latent(ImageModel):
         return self.synthesis(torch.cat(features).T), self.rate_penalty()
 
     def rate_penalty(self) -> torch.Tensor:
-        """lambda times the latents' estimated bits per pixel (each grid's magnitude times the
-        bits a unit of it costs in the grid's current code)."""
-        bits = sum(self.unit_bits[level] * g.abs().sum() for level, g in enumerate(self.latents))
+        """lambda times the latents' estimated bits per pixel: each latent's distance from the
+        mean its coder predicts, times the bits a unit of it costs there (both as the latents
+        were when last measured: :meth:`measure_code`)."""
+        bits = sum((getattr(self, f"unit_bits{level}") * (g - getattr(self, f"code_mean{level}"))
+                    .abs()).sum() for level, g in enumerate(self.latents))
         return self.rate_lambda * bits / self.pixels
 
     @torch.no_grad()
-    def latent_bits(self) -> tuple[float, list[float]]:
-        """The rounded latents' code length (:func:`geometric_bits`), and each grid's bits per
-        unit magnitude in its code."""
-        total, units = 0.0, []
-        for g in self.latents:
-            rounded = torch.round(g).abs()
-            total += geometric_bits(rounded)
-            r = entropy.ratio_of_mean(float(rounded.mean()))
-            units.append(min(-math.log2(r), MAX_UNIT_BITS) if r > 0 else MAX_UNIT_BITS)
-        return total, units
+    def latent_bits(self, grids: list[np.ndarray] | None = None) -> float:
+        """The estimated code length of the rounded latents (or of these integer grids) in the
+        file's coder (:func:`grid_code`)."""
+        grids = [torch.round(g).numpy() for g in self.latents] if grids is None else grids
+        return sum(grid_code(g, self.coder)[0] for g in grids)
+
+    @torch.no_grad()
+    def measure_code(self, refit: bool = True) -> float:
+        """The rounded latents' estimated code length; the rate term's means and unit costs set
+        to those of their code (the context model's weights refitted, or as last fitted)."""
+        total = 0.0
+        for level, g in enumerate(self.latents):
+            weights = None if refit else self.code_weights[level]
+            bits, mean, units, self.code_weights[level] = grid_code(torch.round(g).numpy(),
+                                                                    self.coder, weights)
+            total += bits
+            getattr(self, f"code_mean{level}").copy_(torch.from_numpy(mean))
+            getattr(self, f"unit_bits{level}").copy_(torch.from_numpy(units))
+        return total
 
     @torch.no_grad()
     def calibrate(self) -> None:
         """Measure what the file's coder spends on the rounded latents against the estimate of
         :meth:`latent_bits` (the coder's container compresses runs of zeros that the per-grid
         model does not see: 9% less on kodim05), so that the plan is met in coded bits."""
-        estimate = self.latent_bits()[0]
+        estimate = self.latent_bits()
         if estimate <= 0:
             return
         quants = self._latent_quants()
@@ -302,14 +390,13 @@ class Latent(ImageModel):
             return
         if step in {round(f * total) // CONTROL_EVERY * CONTROL_EVERY for f in CALIBRATE_AT}:
             self.calibrate()
-        bits, units = self.latent_bits()
+        bits = self.measure_code(refit=step % REFIT_EVERY == 0)
         error = bits * self.calibration / self.latent_bits_target - 1
         if error < 0 and step < CONTROL_FROM * total:
             return  # still growing from zero: lowering lambda now would only wind it down
         change = max(-CONTROL_STEP, min(CONTROL_STEP, CONTROL_GAIN * error))
         guess, value = self.lambda_guess, float(self.rate_lambda) * math.exp(change)
         self.rate_lambda.fill_(min(max(value, guess / LAMBDA_RANGE), guess * LAMBDA_RANGE))
-        self.unit_bits.copy_(torch.tensor(units))
 
     def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
         h, w = self.height, self.width

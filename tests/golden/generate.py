@@ -20,7 +20,9 @@ CASES = {
     "residual": dict(model="residual", hparams={"rows": 2, "cols": 2, "cells": 2}),
     "dct": dict(model="dct"),
     "siren-grey": dict(model="siren", grey=True),
-    "latent": dict(model="latent", steps=300, hparams={"upsampling": 1}),
+    "latent": dict(model="latent", steps=300, hparams={"upsampling": 1}, coder="rans"),
+    # Coder 2 (the latent family's default since it was added): a spatial context model.
+    "latent-context": dict(model="latent", steps=300),
 }
 
 
