@@ -234,34 +234,30 @@ class Latent(ImageModel):
     @torch.no_grad()
     def fixed_quants(self) -> dict[str, TensorQuant]:
         """The latents' quantisers: step 1, what training rounded them to. Latents whose rate
-        overshoots the plan are brought within it first by a dead zone that moves the latents
-        whose distance d from the mean their coder predicts costs least distortion per bit
-        saved to that mean: a latent of grid l, channel c moves when s d^2 < t u d, with s the
-        distortion a unit of it causes (:meth:`latent_sensitivity`), u the bits a unit costs
-        where it is; t grows by DEAD_ZONE_GROWTH from where the first latents would move until
-        the rounded latents cost at most the planned bits."""
+        overshoots the plan are brought within it first by a dead zone that zeroes the latents
+        whose zeroing costs least distortion per bit saved: a latent y of grid l, channel c is
+        zeroed when s y^2 < t u |y|, with s the distortion a unit of it causes
+        (:meth:`latent_sensitivity`) and u the bits a unit costs where it is; t grows by
+        DEAD_ZONE_GROWTH from where the first latents would go until the rounded latents cost
+        at most the planned bits."""
         planned = None if self.latent_bits_target is None \
             else self.latent_bits_target / self.calibration
-        if planned is None or self.latent_bits() <= planned:
-            return {f"latents.{level}": q for level, q in enumerate(self._latent_quants())}
-        self.measure_code()
-        sensitivity = self.latent_sensitivity()
-        means = [getattr(self, f"code_mean{level}") for level in range(self.levels)]
-        # Moving a latent at distance d saves about u d bits and costs s d^2: it moves when
-        # d < t u / s; the first latents move when t u / s reaches 1/2.
-        reach = [getattr(self, f"unit_bits{level}") / sensitivity[level][:, None, None]
-                 for level in range(self.levels)]
-        distances = [(g - m).abs() for g, m in zip(self.latents, means)]
-        t = 0.5 / max(float(r.max()) for r in reach)
-        moved = list(self.latents)
-        for _ in range(DEAD_ZONE_TRIES):
-            t *= DEAD_ZONE_GROWTH
-            moved = [torch.where(d < t * r, m, g)
-                     for g, m, d, r in zip(self.latents, means, distances, reach)]
-            if self.latent_bits([torch.round(g).numpy() for g in moved]) <= planned:
-                break
-        for g, m in zip(self.latents, moved):
-            g.copy_(m)
+        if planned is not None and self.latent_bits() > planned:
+            self.measure_code()
+            sensitivity = self.latent_sensitivity()
+            # Zeroing y saves about u |y| bits and costs s y^2: it goes when |y| < t u / s.
+            reach = [getattr(self, f"unit_bits{level}") / sensitivity[level][:, None, None]
+                     for level in range(self.levels)]
+            magnitudes = [g.abs() for g in self.latents]
+            t = 0.5 / max(float(r.max()) for r in reach)
+            for _ in range(DEAD_ZONE_TRIES):
+                t *= DEAD_ZONE_GROWTH
+                kept = [torch.where(m < t * r, 0.0, torch.round(g))
+                        for g, m, r in zip(self.latents, magnitudes, reach)]
+                if self.latent_bits([k.numpy() for k in kept]) <= planned:
+                    break
+            for g, m, r in zip(self.latents, magnitudes, reach):
+                g.masked_fill_(m < t * r, 0.0)
         return {f"latents.{level}": q for level, q in enumerate(self._latent_quants())}
 
     @torch.no_grad()
