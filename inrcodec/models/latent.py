@@ -4,18 +4,19 @@ After Cool-chic and C3 (docs/models.md): most of the image is stored as ``levels
 ``channels`` latent values each, the finest at full resolution and each next one half the size
 of the one before (level l is ceil(H / 2^l) x ceil(W / 2^l)). A pixel's colour is a small
 network (the synthesis: ``depth`` hidden layers of ``width``, ReLU) applied to the latents of
-every level interpolated at the pixel's position. The latents are stored as integers (step 1),
-entropy-coded by the file's coder like any tensor (the ``rans`` coder models each grid as a
-two-sided geometric distribution, the integer form of a Laplace, with its ratio in the file), so
-their cost is what training trades against distortion.
+every level interpolated at the pixel's position. The latents are stored as integers (step 1), entropy-coded
+by the family's coder, ``context`` (:mod:`..context`: each latent around a mean predicted from
+its decoded neighbours, with a two-sided geometric table, the integer form of a Laplace, chosen
+by their activity), so their cost is what training trades against distortion.
 
 Any output size: the grids are continuous functions of position (bilinear or bicubic
 interpolation of their values, whose sample l, (i, j) sits at ((i + 1/2) 2^l, (j + 1/2) 2^l)
 in pixel units, clamped at the borders), so a decode at any scale samples the same function.
 
 Training (``fit_tasks``): random pixels, the loss ``MSE + lambda * bits per pixel``, where the
-bits of the latents are estimated as each grid's geometric code length (an L1 term weighted by
-the bits per unit magnitude of the grid's current code) and ``lambda`` is steered during the fit
+bits of the latents are estimated in the coder's model (each latent's distance from its
+predicted mean, weighted by the bits per unit magnitude of its class's current code;
+:func:`grid_code`) and ``lambda`` is steered during the fit
 so that the rounded latents land on the rate that rate control gives the family
 (:meth:`plan_rate`). The latents see uniform noise in place of rounding for most of the fit, and
 rounding with a straight-through gradient at the end (``HARD_ROUNDING``).
@@ -116,6 +117,9 @@ def grid_code(grid: np.ndarray, coder: str, weights: tuple[int, ...] | None = No
     if coder != "context":
         bits, unit = geometric_code(grid.size, float(np.abs(grid).sum()))
         return bits, np.zeros(grid.shape, np.float32), np.full(grid.shape, unit, np.float32), None
+    if not grid.any():  # the common finest grid at low rates: every value 0, class 0, mean 0
+        return (8.0 * context.MODEL_BYTES, np.zeros(grid.shape, np.float32),
+                np.full(grid.shape, MAX_UNIT_BITS, np.float32), (0, 0, 0, 0))
     qmax = with_step(torch.from_numpy(grid), 1.0).qmax  # as the file will store the grid
     weights, residual, classes = context.analyse(grid, qmax, weights)
     flat = classes.ravel()
