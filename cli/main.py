@@ -294,9 +294,9 @@ def encode(
                                      "(repeatable): a hyper-parameter of the family (width=64), "
                                      "a training override (cycles=2, lr=5e-4) or an option "
                                      "(bits_per_weight=5.5). docs/cli.md lists the keys."),
-    coder: Optional[str] = choice(CODERS, help=f"Entropy coder (default {DEFAULT_CODER}: a "
-                                  "geometric model per tensor, 3-6% smaller than zstd's byte "
-                                  "planes)."),
+    coder: Optional[str] = choice(CODERS, help=f"Entropy coder (default the family's: "
+                                  f"{DEFAULT_CODER}, a geometric model per tensor, or context "
+                                  "for latent grids)."),
     jobs: int = typer.Option(1, min=1, help="Files encoded in parallel (several inputs)."),
     globs: list[str] = globs_option(IMAGE_GLOBS),
     files_from: Optional[str] = batch_option("files_from"),

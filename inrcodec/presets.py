@@ -35,8 +35,10 @@ from typing import Mapping
 
 #: The efforts, from quickest to best.
 EFFORTS = ("fast", "default", "best")
-#: The family ``inr encode`` uses unless told otherwise.
-DEFAULT_FAMILY = "gridded"
+#: The family ``inr encode`` uses unless told otherwise: the latent grids since they lead on
+#: Kodak (BD-rate vs JPEG, 4 rates, docs/results/kodak.md) and on held-out photos
+#: (docs/experiments.md); before them the gridded SIREN.
+DEFAULT_FAMILY = "latent"
 #: Expected entropy-coded bits per weight when sizing a network for a budget (measured on Kodak
 #: with 8-bit-range quantisers; the step search after fitting corrects the rest).
 BITS_PER_WEIGHT = 6.5

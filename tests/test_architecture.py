@@ -204,7 +204,7 @@ def test_pillow_save_uses_the_same_schema(tmp_path):
         im.save(tmp_path / "a.inr", bpp=2.0, widht=16)
     im.save(tmp_path / "b.inr", options=EncodeOptions(bpp=2.0, effort="fast",
                                                       training={"steps": 10}, compile=False))
-    assert inrcodec.info((tmp_path / "b.inr").read_bytes())["model"] == "gridded"
+    assert inrcodec.info((tmp_path / "b.inr").read_bytes())["model"] == "latent"  # the default
 
 
 def test_the_pillow_plugin_recognises_what_the_container_writes():

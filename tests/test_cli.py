@@ -44,7 +44,7 @@ def test_encode_json_reports_the_file(files):
     facts = json.loads(result.stdout)
     assert {"bytes", "bpp", "psnr", "seconds", "model", "params"} <= set(facts)
     assert facts["bytes"] == out.stat().st_size
-    assert facts["model"] == "gridded"  # the default family
+    assert facts["model"] == "latent"  # the default family
 
 
 def test_encode_takes_a_psnr_target_and_refuses_it_beside_a_rate(files):

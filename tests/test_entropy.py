@@ -165,3 +165,13 @@ def test_same_weights_decode_alike_under_either_coder(image):
 def test_unknown_coder_is_an_input_error(image):
     with pytest.raises(inrcodec.InrInputError, match="unknown entropy coder"):
         inrcodec.compress(image, model="siren", steps=1, coder="huffman", **FAST)
+
+
+@pytest.mark.parametrize("model, coder", [("latent", "context"), ("siren", "rans")])
+def test_each_family_writes_its_own_coder_unless_told(model, coder, image):
+    small = image[:16, :16]
+    blob = inrcodec.encode(small, model=model, bpp=4.0, steps=5, **FAST)
+    assert inrcodec.info(blob)["coder"] == coder
+    told = inrcodec.encode(small, model=model, bpp=4.0, steps=5, coder="zstd", **FAST)
+    assert inrcodec.info(told)["coder"] == "zstd"
+    assert inrcodec.decode(told).shape == (16, 16, 3)

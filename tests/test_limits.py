@@ -164,7 +164,7 @@ def test_help_takes_h_and_lists_the_choices():
     runner = CliRunner(env={"COLUMNS": "240"})  # no wrapping inside the listed values
     assert runner.invoke(app, ["-h"]).exit_code == 0
     text = runner.invoke(app, ["encode", "-h"]).output
-    for listed in ("siren|gridded|residual|dct", "fast|default|best", "rans|zstd",
+    for listed in ("siren|gridded|residual|dct|latent", "fast|default|best", "rans|zstd|context",
                    "auto|cpu|cuda"):
         assert listed in text, listed
     assert "auto|cpu|cuda" in runner.invoke(app, ["decode", "-h"]).output

@@ -121,14 +121,14 @@ def test_a_psnr_search_finds_a_rate_near_the_smallest_that_reaches_the_target(sl
 
 def test_a_psnr_target_gives_the_smallest_file_tried_that_reaches_it():
     stages = set()
-    result = inrcodec.compress(crop(96, 128), psnr=22.0, steps=100, **FAST,
+    result = inrcodec.compress(crop(96, 128), model="gridded", psnr=22.0, steps=100, **FAST,
                                progress=lambda p: stages.add(p.stage))
     assert result.psnr >= 22.0  # measured: 22.93 dB at 0.478 bpp after 4 fits
     # Reached from a first guess for Kodak-like images (0.125 bpp): more than one fit.
     labels = {s.split(", ")[-1] for s in stages}
     assert len(labels) >= 2 and all(label.startswith("fit ") for label in labels)
     with pytest.warns(inrcodec.InrWarning, match="59.00 dB was not reached"):
-        best = inrcodec.compress(crop(16, 16), psnr=59.0, steps=10, **FAST)
+        best = inrcodec.compress(crop(16, 16), model="gridded", psnr=59.0, steps=10, **FAST)
     assert best.psnr < 59.0
 
 
