@@ -175,3 +175,30 @@ def test_each_family_writes_its_own_coder_unless_told(model, coder, image):
     told = inrcodec.encode(small, model=model, bpp=4.0, steps=5, coder="zstd", **FAST)
     assert inrcodec.info(told)["coder"] == "zstd"
     assert inrcodec.decode(told).shape == (16, 16, 3)
+
+
+def test_a_context_stream_read_with_other_bit_depths_is_a_format_error():
+    # A header that lies about a grid's bits changes its tables and range: the stream must then
+    # fail as a format error (a latent out of range, a cut or overlong stream), never crash.
+    symbols, bits = latent_grids(3)
+    payload = entropy.encode(symbols, bits, "context")
+    shapes = [s.shape for s in symbols]
+    for lie in ([3, 3, 8, 4], [2, 3, 8, 4], [5, 2, 8, 4], [8, 8, 8, 4]):
+        with pytest.raises(InrFormatError):
+            entropy.decode(payload, shapes, lie, "context")
+
+
+def test_any_context_model_bytes_decode_or_fail_cleanly():
+    # Every weight and ratio value is valid: extreme ones change the residuals, not safety.
+    symbols, bits = latent_grids(4)
+    grids, grid_bits = symbols[:1], bits[:1]
+    payload = entropy.encode(grids, grid_bits, "context")
+    raw = bytearray(zstandard.ZstdDecompressor().decompress(payload))
+    frame = zstandard.ZstdCompressor(write_content_size=True)
+    for model in (bytes([0x80] * 4) + b"\xff\xff" * 4, bytes([0x7F] * 4) + b"\0\0" * 4):
+        forged = frame.compress(model + bytes(raw[len(model):]))
+        try:
+            decoded = entropy.decode(forged, [g.shape for g in grids], grid_bits, "context")
+        except InrFormatError:
+            continue
+        assert np.abs(decoded[0]).max() <= entropy.qmax(grid_bits[0])
