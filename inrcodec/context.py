@@ -97,18 +97,12 @@ def analyse(planes: np.ndarray, qmax: int, weights: tuple[int, ...] | None = Non
     return weights, planes - predict(near, weights, qmax), activity_class(near)
 
 
-def _ratio(magnitudes: np.ndarray) -> int:
-    from .entropy import ratio_of_mean  # the entropy stage's fit (it imports this module)
-    m = float(magnitudes.mean()) if magnitudes.size else 0.0
-    return min(round(ratio_of_mean(m) * rans.RATIO_ONE), rans.RATIO_ONE - 1)
-
-
 def encode_model(planes: np.ndarray, qmax: int) -> tuple[bytes, np.ndarray, np.ndarray]:
     """A three-dimensional tensor's model bytes (:data:`MODEL_FORMAT`) and its residuals'
     frequencies and cumulative frequencies, in coding order."""
+    from .entropy import geometric_ratio  # coder 1's fit (the entropy stage imports this module)
     weights, residual, classes = analyse(planes, qmax)
-    magnitudes = np.abs(residual)
-    ratios = [_ratio(magnitudes[classes == k]) for k in range(CLASSES)]
+    ratios = [geometric_ratio(residual[classes == k]) for k in range(CLASSES)]
     freq = np.empty(residual.size, dtype=np.int64)
     cum = np.empty(residual.size, dtype=np.int64)
     flat_res, flat_cls = residual.ravel(), classes.ravel()

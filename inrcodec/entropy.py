@@ -199,10 +199,7 @@ class ContextCoder(Coder):
                 f, c = rans.Table.geometric(qmax(b), ratio).lookup(s)
             freq.append(f)
             cum.append(c)
-        empty = np.zeros(0, dtype=np.int64)
-        stream = rans.encode_symbols(np.concatenate(freq or [empty]),
-                                     np.concatenate(cum or [empty]))
-        return _zstd_frame(b"".join(head) + stream)
+        return _zstd_frame(b"".join(head) + rans.encode_symbols(freq, cum))
 
     def decode(self, payload, shapes, bits):
         head = sum(context.MODEL_BYTES if len(s) == 3 else 2 for s in shapes)

@@ -98,9 +98,11 @@ class Table:
         return float(np.sum(counts * (PRECISION - np.log2(freq))))
 
 
-def encode_symbols(freq: np.ndarray, cum: np.ndarray) -> bytes:
+def encode_symbols(freqs: list[np.ndarray], cums: list[np.ndarray]) -> bytes:
     """One rANS stream of symbols given by their frequencies and cumulative frequencies, in
-    coding order (int arrays of equal length; each symbol may have its own table)."""
+    coding order (int arrays, pieces of one sequence; each symbol may have its own table)."""
+    empty = np.zeros(0, dtype=np.int64)
+    freq, cum = np.concatenate(freqs or [empty]), np.concatenate(cums or [empty])
     words: list[int] = []
     x = LOW
     for f, c in zip(reversed(freq.tolist()), reversed(cum.tolist())):
@@ -115,9 +117,7 @@ def encode_symbols(freq: np.ndarray, cum: np.ndarray) -> bytes:
 def encode(streams: list[tuple[np.ndarray, Table]]) -> bytes:
     """One rANS stream of every (symbols, table) pair, in order."""
     looked_up = [table.lookup(symbols) for symbols, table in streams]
-    empty = np.zeros(0, dtype=np.int64)
-    return encode_symbols(np.concatenate([f for f, _ in looked_up] or [empty]),
-                          np.concatenate([c for _, c in looked_up] or [empty]))
+    return encode_symbols([f for f, _ in looked_up], [c for _, c in looked_up])
 
 
 class Reader:

@@ -10,7 +10,7 @@ import torch
 
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
-from inrcodec.models.latent import Latent, geometric_bits, interpolation_taps
+from inrcodec.models.latent import MAX_UNIT_BITS, Latent, geometric_code, interpolation_taps
 
 
 def model(height=20, width=28, upsampling=0, seed=0) -> Latent:
@@ -114,10 +114,10 @@ def test_the_rate_term_follows_the_context_coders_means_and_classes():
     assert torch.equal(net.code_mean0, torch.zeros_like(net.code_mean0))
 
 
-def test_geometric_bits_is_the_code_length_of_the_fitted_distribution():
-    magnitudes = torch.tensor([0.0, 1.0, 2.0, 0.0])
-    m = 0.75
+def test_geometric_code_is_the_code_length_of_the_fitted_distribution():
+    m = 0.75  # the magnitudes 0, 1, 2, 0
     r = (math.sqrt(1 + m * m) - 1) / m
     expected = -sum(math.log2((1 - r) / (1 + r) * r ** q) for q in (0, 1, 2, 0))
-    assert geometric_bits(magnitudes) == pytest.approx(expected)
-    assert geometric_bits(torch.zeros(5)) == 0.0
+    bits, unit = geometric_code(4, 3.0)
+    assert bits == pytest.approx(expected) and unit == pytest.approx(-math.log2(r))
+    assert geometric_code(5, 0.0) == (0.0, MAX_UNIT_BITS)

@@ -4,10 +4,10 @@ After Cool-chic and C3 (docs/models.md): most of the image is stored as ``levels
 ``channels`` latent values each, the finest at full resolution and each next one half the size
 of the one before (level l is ceil(H / 2^l) x ceil(W / 2^l)). A pixel's colour is a small
 network (the synthesis: ``depth`` hidden layers of ``width``, ReLU) applied to the latents of
-every level interpolated at the pixel's position. The latents are stored as integers (step 1), entropy-coded
-by the family's coder, ``context`` (:mod:`..context`: each latent around a mean predicted from
-its decoded neighbours, with a two-sided geometric table, the integer form of a Laplace, chosen
-by their activity), so their cost is what training trades against distortion.
+every level interpolated at the pixel's position. The latents are stored as integers (step 1),
+entropy-coded by the family's coder, ``context`` (:mod:`..context`: each latent around a mean
+predicted from its decoded neighbours, with a two-sided geometric table, the integer form of a
+Laplace, chosen by their activity), so their cost is what training trades against distortion.
 
 Any output size: the grids are continuous functions of position (bilinear or bicubic
 interpolation of their values, whose sample l, (i, j) sits at ((i + 1/2) 2^l, (j + 1/2) 2^l)
@@ -86,13 +86,6 @@ def first_lambda(bpp: float) -> float:
     """
     psnr = 29.5 + 2 * math.log2(max(bpp, 1e-3) / 0.5)
     return 10 ** (-psnr / 10) * 2 * math.log(10) / (10 * max(bpp, 1e-3) * math.log(2))
-
-
-def geometric_bits(magnitudes: torch.Tensor | np.ndarray) -> float:
-    """The code length of integers with these magnitudes under their best two-sided geometric
-    distribution (what the ``rans`` coder spends, to within its tables' rounding)."""
-    count = magnitudes.numel() if isinstance(magnitudes, torch.Tensor) else magnitudes.size
-    return geometric_code(count, float(magnitudes.sum()) if count else 0.0)[0]
 
 
 def geometric_code(count: int, total: float) -> tuple[float, float]:
