@@ -239,8 +239,7 @@ class Latent(ImageModel):
         at most the planned bits."""
         planned = None if self.latent_bits_target is None \
             else self.latent_bits_target / self.calibration
-        if planned is not None and self.latent_bits() > planned:
-            self.measure_code()
+        if planned is not None and self.measure_code() > planned:
             sensitivity = self.latent_sensitivity()
             # Zeroing y saves about u |y| bits and costs s y^2: it goes when |y| < t u / s.
             reach = [getattr(self, f"unit_bits{level}") / sensitivity[level][:, None, None]
