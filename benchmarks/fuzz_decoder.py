@@ -1,6 +1,7 @@
 """Fuzzing the decoder with structure-aware mutations of valid files of every family.
 
     python benchmarks/fuzz_decoder.py --inputs 1000000 --jobs 2     # docs/security.md
+    python benchmarks/fuzz_decoder.py --family latent --inputs 1000000 --jobs 2
 
 Random bytes stop at the checksum, so each mutant is made from a golden file (tests/golden: every
 family, grey, a Fourier encoding) by one to three of: header bytes changed, the image size set
@@ -11,6 +12,14 @@ behind the checksum is what gets fuzzed. Each mutant is read by ``info`` and dec
 small sizes with the default limits. Only ``InrFormatError`` (a bad file) and ``InrInputError`` (a
 decode above the limits) may come out; anything else is a finding, written to ``--findings``.
 The run reports the outcomes, the slowest input and the peak memory of the workers.
+
+``--family latent`` fuzzes the latent family's files alone: its golden files (coders 1 and 2)
+and four more made at start (other levels, channels, depths and upsampling, grey, a wide and a
+tall image), with the mutations above and these, which know its layout: each of its
+hyper-parameter fields set to a value in, at or past its range; the entropy coder's id changed;
+and, inside the payload's zstd frame (decompressed, mutated, compressed again with its content
+size, so that the coder sees it), a grid's context model (its four weights and four ratios, any
+value), the rANS state, and the coded words (flipped, cut, or followed by surplus words).
 
 Why a mutator of our own rather than Hypothesis (which the test suite uses for its property
 tests) or atheris: a million inputs in an hour needs a loop with no per-example overhead, and
@@ -36,8 +45,39 @@ GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"
 SIZES = ((7, 5), (33, 17), (1, 64), (64, 1))
 
 
-def seeds() -> list[bytes]:
-    return [p.read_bytes() for p in sorted(GOLDEN.glob("*.inr"))]
+#: The files each kind of run mutates, by name (made once per process).
+_SEEDS: dict[str, dict[str, bytes]] = {}
+
+
+def seeds(family: str = "all") -> dict[str, bytes]:
+    """The seed files of a run: every golden file, or the latent family's golden files and
+    four more latent files of other shapes (:func:`latent_seeds`)."""
+    if family not in _SEEDS:
+        golden = {p.stem: p.read_bytes() for p in sorted(GOLDEN.glob("*.inr"))}
+        if family == "latent":
+            golden = {**{k: v for k, v in golden.items() if k.startswith("latent")},
+                      **latent_seeds()}
+        _SEEDS[family] = golden
+    return _SEEDS[family]
+
+
+def latent_seeds() -> dict[str, bytes]:
+    """Latent files of other shapes than the golden ones (fixed seed: the same everywhere)."""
+    import numpy as np
+    from skimage import data
+
+    import inrcodec
+    image = np.ascontiguousarray(data.astronaut()[150:190, 200:260])
+    cases = {
+        "latent-deep": (image, {"levels": 3, "channels": 3, "width": 5, "depth": 2}),
+        "latent-flat": (image, {"levels": 1, "channels": 1, "width": 2, "depth": 0,
+                                "upsampling": 1}),
+        "latent-grey": (image[..., 1], {"levels": 4, "channels": 2, "width": 4, "depth": 1}),
+        "latent-wide": (image[:3], {"levels": 6, "channels": 2, "width": 3, "depth": 1}),
+    }
+    return {name: inrcodec.encode(pixels, model="latent", bpp=8.0, steps=20, effort="fast",
+                                  compile=False, hparams=hparams)
+            for name, (pixels, hparams) in cases.items()}
 
 
 def _header_length(data: bytes) -> int:
@@ -94,27 +134,108 @@ def mutate(data: bytes, header: int, rng: random.Random) -> tuple[bytes, str]:
     return bytes(body) + data[-4:], ", ".join(done) + ", old CRC"
 
 
-def run_chunk(first: int, count: int, seed: int) -> dict:
+#: The latent family's hyper-parameter fields, in header order, with their ranges.
+LATENT_FIELDS = (("levels", 1, 12), ("channels", 1, 8), ("width", 1, 128), ("depth", 0, 4),
+                 ("upsampling", 0, 1))
+#: Bytes of the header before a family's fields: magic, version, size, colour, family,
+#: encoding id (the latent family's files have no encoding parameters).
+FIXED_HEADER = 11
+
+
+def mutate_latent(data: bytes, header: int, rng: random.Random) -> tuple[bytes, str]:
+    """One mutant of a latent file that knows its layout: a hyper-parameter field, the coder
+    id, or the coder's own data inside the payload's zstd frame; the CRC recomputed."""
+    import zstandard
+    body = bytearray(data[:-4])
+    kind = rng.randrange(4)
+    if kind == 0:
+        i = rng.randrange(len(LATENT_FIELDS))
+        name, low, high = LATENT_FIELDS[i]
+        body[FIXED_HEADER + i] = rng.choice([0, low, high, high + 1, 255, rng.randrange(256)])
+        done = f"{name}={body[FIXED_HEADER + i]}"
+    elif kind == 1:
+        coder = header - 5 * len(_facts(data)["tensors"]) - 1
+        body[coder] = rng.choice([0, 1, 2, 3, rng.randrange(256)])
+        done = f"coder id {body[coder]}"
+    else:
+        try:
+            inner = bytearray(zstandard.ZstdDecompressor().decompress(bytes(body[header:])))
+        except zstandard.ZstdError:
+            return mutate(data, header, rng)
+        inner, done = _mutate_stream(inner, _facts(data), rng)
+        frame = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(bytes(inner))
+        body[header:] = frame
+    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))), done
+
+
+_FACTS: dict[bytes, dict] = {}
+
+
+def _facts(data: bytes) -> dict:
+    import inrcodec
+    if data not in _FACTS:
+        _FACTS[data] = inrcodec.info(data)
+    return _FACTS[data]
+
+
+def _mutate_stream(inner: bytearray, facts: dict, rng: random.Random
+                   ) -> tuple[bytearray, str]:
+    """The coder's data (its models, then the rANS state and words) with one thing changed.
+    Coder 2 has a 12-byte model per grid (a three-dimensional tensor) and a 2-byte ratio per
+    other tensor, coder 1 a ratio per tensor; the state and words follow them."""
+    from inrcodec import context
+    grids = [len(t["shape"]) == 3 and facts["coder"] == "context" for t in facts["tensors"]]
+    starts = [sum(context.MODEL_BYTES if g else 2 for g in grids[:i]) for i in range(len(grids))]
+    models_end = min(len(inner), sum(context.MODEL_BYTES if g else 2 for g in grids))
+    kind = rng.randrange(5)
+    models = [at for at, g in zip(starts, grids) if g and at + context.MODEL_BYTES <= len(inner)]
+    if kind == 0 and models:  # a grid's model: weights and ratios
+        at = rng.choice(models)
+        values = [rng.choice([-128, 127, 0, rng.randrange(-128, 128)]) for _ in range(4)]
+        values += [rng.choice([0, 1, 65535, rng.randrange(65536)]) for _ in range(4)]
+        inner[at:at + context.MODEL_BYTES] = struct.pack(context.MODEL_FORMAT, *values)
+        return inner, f"model at {at}"
+    if kind == 1 and len(inner) >= models_end + 8:  # the state
+        state = rng.choice([0, 1 << 31, (1 << 63) - 1, rng.getrandbits(64)])
+        inner[models_end:models_end + 8] = struct.pack("<Q", state)
+        return inner, "rANS state"
+    if kind == 2:  # surplus words, as many as the symbols could need or a few
+        extra = rng.choice([1, 7, rng.randrange(1, 1 << 16)])
+        return inner + bytes(4 * extra), f"{extra} surplus words"
+    if kind == 3 and len(inner) > models_end:  # words cut
+        del inner[rng.randrange(models_end, len(inner)):]
+        return inner, "words cut"
+    for _ in range(rng.randint(1, 8)):  # words flipped
+        if len(inner) > models_end:
+            inner[rng.randrange(models_end, len(inner))] ^= 1 << rng.randrange(8)
+    return inner, "words flipped"
+
+
+def run_chunk(first: int, count: int, seed: int, family: str = "all") -> dict:
     """Inputs first .. first+count-1 (each from its own seed): outcomes, slowest, peak memory."""
     import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_chunk(first, count, seed)
+        return _run_chunk(first, count, seed, family)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_chunk(first: int, count: int, seed: int) -> dict:
+def _run_chunk(first: int, count: int, seed: int, family: str) -> dict:
     import inrcodec
-    files = seeds()
+    named = seeds(family)
+    names, files = list(named), list(named.values())
     headers = [_header_length(f) for f in files]
     outcomes: dict[str, int] = {}
     findings, slowest = [], (0.0, "")
     for n in range(first, first + count):
         rng = random.Random(seed * 1_000_003 + n)
         k = rng.randrange(len(files))
-        data, how = mutate(files[k], headers[k], rng)
+        if family == "latent" and rng.random() < 0.5:
+            data, how = mutate_latent(files[k], headers[k], rng)
+        else:
+            data, how = mutate(files[k], headers[k], rng)
         start = time.perf_counter()
         outcome = "decoded"
         try:
@@ -132,18 +253,19 @@ def _run_chunk(first: int, count: int, seed: int) -> dict:
         seconds = time.perf_counter() - start
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if seconds > slowest[0]:
-            slowest = (seconds, f"input {n} ({GOLDEN_NAMES[k]}: {how}): {outcome}")
+            slowest = (seconds, f"input {n} ({names[k]}: {how}): {outcome}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"outcomes": outcomes, "findings": findings, "slowest": slowest, "peak_mib": peak}
 
 
-GOLDEN_NAMES = [p.stem for p in sorted(GOLDEN.glob("*.inr"))]
 
-
-def fuzz(inputs: int, jobs: int = 1, seed: int = 0, chunk: int = 2000) -> dict:
+def fuzz(inputs: int, jobs: int = 1, seed: int = 0, chunk: int = 2000,
+         family: str = "all") -> dict:
     from inrcodec.parallel import run_unordered
-    calls = [(first, min(chunk, inputs - first), seed) for first in range(0, inputs, chunk)]
-    total = {"inputs": inputs, "outcomes": {}, "findings": [], "slowest": (0.0, ""),
+    calls = [(first, min(chunk, inputs - first), seed, family)
+             for first in range(0, inputs, chunk)]
+    total = {"inputs": inputs, "family": family, "outcomes": {}, "findings": [],
+             "slowest": (0.0, ""),
              "peak_mib": 0.0}
     started = time.perf_counter()
     for done, (_, result) in enumerate(run_unordered(run_chunk, calls, jobs), 1):
@@ -164,9 +286,11 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=10000)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", choices=("all", "latent"), default="all",
+                        help="mutate every golden file, or the latent family's files alone")
     parser.add_argument("--findings", type=Path, default=Path("fuzz-findings.json"))
     args = parser.parse_args()
-    total = fuzz(args.inputs, args.jobs, args.seed)
+    total = fuzz(args.inputs, args.jobs, args.seed, family=args.family)
     if total["findings"]:
         args.findings.write_text(json.dumps(total["findings"], indent=1))
     summary = {k: v for k, v in total.items() if k != "findings"}

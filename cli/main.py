@@ -19,6 +19,7 @@ from typing import Iterator, Optional
 import typer
 
 import inrcodec
+from inrcodec import limits
 from inrcodec.entropy import CODERS, DEFAULT_CODER
 from inrcodec.errors import InrError, InrInputError
 from inrcodec.batch import IMAGE_GLOBS, INR_GLOBS
@@ -29,7 +30,9 @@ from inrcodec.presets import DEFAULT_FAMILY, EFFORTS, FAMILY_NAMES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
-                  help="inrcodec: images stored as the weights of small sine networks (SIRENs).")
+                  help="inrcodec: a neural image codec. An image is stored as a small network "
+                  "fitted to it (by default latent grids read by a small synthesis network) and "
+                  "decodes at any resolution.")
 
 
 def choice(values, default=None, *flags: str, help: str = ""):
@@ -50,7 +53,7 @@ def setup_output(quiet: bool) -> None:
     from inrcodec.errors import InrWarning
 
     from .progress import stderr
-    stderr.quiet = stderr.quiet or quiet
+    stderr.quiet = quiet  # each command says; a run in the same process (tests) starts afresh
     original = warnings.showwarning
 
     def show(message, category, *args, **kwargs) -> None:
@@ -99,15 +102,19 @@ def user_errors() -> Iterator[None]:
         fail(f"unexpected {type(exc).__name__}: {exc} (set INR_DEBUG=1 for details)", 3)
 
 
-def read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    p = Path(path)
-    if not p.exists():
-        raise InrInputError(f"{path}: no such file")
-    if p.is_dir():
-        raise InrInputError(f"{path} is a directory")
-    return p.read_bytes()
+#: The longest file list (--files-from) read.
+MAX_LIST_BYTES = 64 << 20
+
+
+def read_input(path: str, what: str, limit: int, check_start=None) -> bytes:
+    """The bytes of ``path`` (- reads stdin), refused as they are read beyond ``limit``."""
+    from inrcodec.imageio import read_binary
+    return read_binary(sys.stdin.buffer if path == "-" else path, what, limit, check_start)
+
+
+def inr_source(path: str):
+    """What the decoder reads for ``path``: stdin's stream for -, else the path."""
+    return sys.stdin.buffer if path == "-" else path
 
 
 def check_output(output: str, *inputs: str) -> None:
@@ -120,12 +127,18 @@ def check_output(output: str, *inputs: str) -> None:
             raise InrInputError(f"refusing to overwrite the input {src}")
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str, aspect: bool = False) -> tuple[int | None, int | None]:
+    """WIDTHxHEIGHT as (width, height); with ``aspect``, WIDTHx or xHEIGHT too (the other side
+    None: kept in proportion)."""
+    w, sep, h = text.strip().lower().partition("x")
     try:
-        w, h = text.lower().split("x")
-        return int(w), int(h)
+        size = (int(w) if w else None, int(h) if h else None)
     except ValueError:
-        raise InrInputError(f"size must look like WIDTHxHEIGHT, not {text!r}") from None
+        size = (None, None)
+    if not sep or size == (None, None) or (None in size and not aspect):
+        forms = "WIDTHxHEIGHT, WIDTHx or xHEIGHT" if aspect else "WIDTHxHEIGHT"
+        raise InrInputError(f"size must look like {forms}, not {text!r}")
+    return size
 
 
 def parse_settings(items: list[str], given: dict) -> dict:
@@ -232,8 +245,8 @@ class BatchFlags:
         from inrcodec.batch import prepare, read_list
         listed = None
         if self.files_from is not None:
-            listed = read_list(sys.stdin.read() if self.files_from == "-"
-                               else read_input(self.files_from).decode("utf-8", "replace"))
+            text = read_input(self.files_from, "a file list", MAX_LIST_BYTES)
+            listed = read_list(text.decode("utf-8", "replace"))
         return prepare(inputs, output, suffix, files_from=listed,
                        globs=tuple(self.globs) or default_globs, shard_spec=self.shard,
                        manifest=self.manifest, skip_existing=self.skip_existing,
@@ -307,6 +320,13 @@ def encode(
     cluster: Optional[str] = batch_option("cluster"),
     device: Optional[str] = choice(DEVICES, help="Where training runs (default auto: CUDA "
                                   "when present)."),
+    max_pixels: Optional[int] = typer.Option(None, min=1, help="Allow images of up to this "
+                                             f"many pixels (default {limits.MAX_PIXELS:,}, as "
+                                             "for decoding; the format holds "
+                                             f"{limits.FORMAT_MAX_PIXELS:,})."),
+    max_work: Optional[float] = typer.Option(None, min=1, help="Allow files that cost a "
+                                             "decoder up to this many multiply-adds (default "
+                                             f"{limits.MAX_WORK:.3g}, as for decoding)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (a "
                                  "list of them for several inputs)."),
     quiet: bool = quiet_option(),
@@ -316,7 +336,8 @@ def encode(
     with user_errors():
         options = encode_options(hparam, model=model, bpp=bpp, quality=quality, psnr=psnr,
                                  effort=effort, steps=steps, seed=seed, encoding=encoding,
-                                 coder=coder, device=device)
+                                 coder=coder, device=device, max_pixels=max_pixels,
+                                 max_work=max_work)
         flags = BatchFlags(globs, files_from, skip_existing, shard, manifest, scheduler, cluster)
         inputs = inputs or []
         if batch_target(inputs, output, files_from):
@@ -337,10 +358,12 @@ def encode(
         from inrcodec.imageio import check_writable, load_image, write_atomic
         check_writable(output)  # before minutes of training, not after
 
+        from inrcodec.limits import image_file_limit
+
         from .progress import encode_progress
-        data = read_input(input)
+        data = read_input(input, "an image", image_file_limit(options.max_pixels))
         name = "stdin" if input == "-" else input
-        image = load_image(data, name)
+        image = load_image(data, name, options.max_pixels)
         with encode_progress(name) as progress:
             result = compress(image, options, progress=progress)
         write_atomic(output, result.data)
@@ -359,7 +382,8 @@ def decode(
                                "extension, PNG by default; - writes PNG to stdout), or a folder "
                                "(OUTDIR/) for several inputs."),
     scale: Optional[float] = typer.Option(None, help="Render at this scale of the stored size."),
-    size: Optional[str] = typer.Option(None, help="Render at exactly WIDTHxHEIGHT."),
+    size: Optional[str] = typer.Option(None, help="Render at exactly WIDTHxHEIGHT, or at "
+                                       "WIDTHx / xHEIGHT keeping the aspect ratio."),
     jobs: int = typer.Option(1, min=1, help="Files decoded in parallel (several inputs)."),
     globs: list[str] = globs_option(INR_GLOBS),
     files_from: Optional[str] = batch_option("files_from"),
@@ -368,25 +392,27 @@ def decode(
     manifest: Optional[str] = batch_option("manifest"),
     scheduler: Optional[str] = batch_option("scheduler"),
     cluster: Optional[str] = batch_option("cluster"),
-    device: str = choice(DEVICES, "cpu", help="Where rendering runs (auto: CUDA when "
-                         "present)."),
+    device: str = choice(DEVICES, "cpu", help="Where rendering runs: cpu (the same pixels on "
+                         "every machine), cuda, or auto (CUDA when present, else the CPU)."),
     max_pixels: Optional[int] = typer.Option(None, min=1, help="Allow decodes of up to this "
-                                             "many output pixels (default 2^26 = 67,108,864)."),
+                                             "many output pixels (default "
+                                             f"{limits.MAX_PIXELS:,})."),
     max_work: Optional[float] = typer.Option(None, min=1, help="Allow decodes of up to this "
-                                             "many multiply-adds (default 2^40, about a minute "
-                                             "here)."),
+                                             "many multiply-adds, entropy decoding and "
+                                             f"rendering (default {limits.MAX_WORK:.3g}, about "
+                                             "a minute and a half on two cores)."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Render .inr files to images, at their own size or any other."""
     setup_output(quiet)
     with user_errors():
-        wanted = parse_size(size) if size else None
-        limits = {"max_pixels": max_pixels, "max_work": max_work}
+        wanted = parse_size(size, aspect=True) if size else None
+        allowed = {"max_pixels": max_pixels, "max_work": max_work}
         flags = BatchFlags(globs, files_from, skip_existing, shard, manifest, scheduler, cluster)
         inputs = inputs or []
         if batch_target(inputs, output, files_from):
             from inrcodec.batch import decode_file
-            options = {"scale": scale, "size": wanted, "device": device, **limits}
+            options = {"scale": scale, "size": wanted, "device": device, **allowed}
             outcomes, skipped = run_files(flags, decode_file, inputs, output, ".png", INR_GLOBS,
                                           options, {"scale": scale, "size": size}, jobs,
                                           "decoding")
@@ -400,9 +426,8 @@ def decode(
         from inrcodec.imageio import check_writable, image_bytes, image_format, write_atomic
         fmt = image_format(output)
         check_writable(output)
-        pixels = decode_pixels(read_input(input), scale=scale, size=wanted,
-                               device=device,
-                               **limits)
+        pixels = decode_pixels(inr_source(input), scale=scale, size=wanted, device=device,
+                               **allowed)
         write_atomic(output, image_bytes(pixels, fmt))
 
 
@@ -414,7 +439,7 @@ def info(
     """Show what a .inr file holds: size, model, hyper-parameters, weights, bits."""
     with user_errors():
         from inrcodec.decoder import info as file_info
-        facts = file_info(read_input(input))
+        facts = file_info(inr_source(input))
         if as_json:
             typer.echo(json.dumps(facts))
             return
@@ -462,8 +487,8 @@ def bench(
                                           "OUT/report.md; plots stay in OUT)."),
     cached_only: bool = typer.Option(False, "--cached-only", help="Report from the cache "
                                      "alone; jobs never run are left out."),
-    reference: str = typer.Option("jpeg", help="The codec (one of --codecs) that BD-rates are "
-                                  "measured against."),
+    reference: str = typer.Option("jpeg", help="The codec that BD-rates are measured against "
+                                  "(added to --codecs when they do not list it)."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Rate-distortion report (bpp vs PSNR, MS-SSIM, BD-rate, plots) against JPEG, WebP, AVIF
@@ -490,7 +515,7 @@ def bench(
                              task=task,
                              command="inr " + " ".join(sys.argv[1:]), report=report,
                              cached_only=cached_only, reference=reference)
-        path = run_bench(config, progress=count_progress)
+        path = run_bench(config, progress=count_progress, note=lambda line: note(f"inr: {line}"))
         note(f"report: {path}")
 
 

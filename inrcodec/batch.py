@@ -146,8 +146,19 @@ def plan(found: list[tuple[str, str]], outdir: str, suffix: str) -> list[Item]:
         seen[place] = source
         if target.exists() and target.samefile(source):
             raise InrInputError(f"refusing to overwrite the input {source}")
+        _check_no_linked_folder(out, target)
         items.append(Item(source, str(target), place))
     return items
+
+
+def _check_no_linked_folder(out: Path, target: Path) -> None:
+    """Refuse an output whose folder inside ``out`` is a symbolic link: its file would land
+    wherever the link leads. (An output that is itself a link is replaced by the new file,
+    which ``imageio.write_atomic`` renames over it, never written through.)"""
+    for folder in list(target.relative_to(out).parents)[:-1]:
+        if (out / folder).is_symlink():
+            raise InrInputError(f"{out / folder} is a symbolic link; a batch writes only inside "
+                                "its output folder, never through links")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -186,10 +197,15 @@ def options_record(options: Any) -> dict:
 
 
 class Manifest:
-    """A batch's JSON-lines record of every file done (see the module docstring)."""
+    """A batch's JSON-lines record of every file done (see the module docstring).
 
-    def __init__(self, path: str | os.PathLike):
+    The default manifest, in the output folder, is never read or written through a symbolic
+    link (``follow_links=False``: a link there is refused, and the appends open it with
+    O_NOFOLLOW); one the user names (``--manifest PATH``) is written where the path leads."""
+
+    def __init__(self, path: str | os.PathLike, follow_links: bool = True):
         self.path = Path(path)
+        self.follow_links = follow_links
 
     def records(self) -> dict[str, dict]:
         """The last record of each output, by its place in the output folder."""
@@ -209,11 +225,18 @@ class Manifest:
 
     def check_writable(self) -> None:
         from .imageio import check_writable
+        if not self.follow_links and self.path.is_symlink():
+            raise InrInputError(f"{self.path} is a symbolic link; a batch does not write through "
+                                "links in its output folder: remove it, or name the manifest "
+                                "with --manifest")
         check_writable(self.path)
 
     def append(self, record: dict) -> None:
         line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        if not self.follow_links:
+            flags |= os.O_NOFOLLOW  # a link made since the batch started is not followed either
+        fd = os.open(self.path, flags, 0o666)
         try:
             os.write(fd, line)
             os.fsync(fd)
@@ -245,9 +268,10 @@ def pending(items: list[Item], manifest: Manifest, options: dict) -> list[Item]:
 def encode_file(source: str, target: str, options) -> dict:
     from . import __version__
     from .encoder import compress
-    from .imageio import load_image, write_atomic
-    data = Path(source).read_bytes()
-    result = compress(load_image(data, source), options)
+    from .imageio import load_image, read_binary, write_atomic
+    from .limits import image_file_limit
+    data = read_binary(source, "an image", image_file_limit(options.max_pixels))
+    result = compress(load_image(data, source, options.max_pixels), options)
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, result.data)
     return {**result.as_dict(), "source_sha256": hashlib.sha256(data).hexdigest(),
@@ -256,10 +280,10 @@ def encode_file(source: str, target: str, options) -> dict:
 
 def decode_file(source: str, target: str, scale=None, size=None, device="cpu",
                 max_pixels=None, max_work=None) -> dict:
-    from .decoder import decode
+    from .decoder import decode, read_inr
     from .imageio import image_bytes, image_format, write_atomic
     start = time.perf_counter()
-    data = Path(source).read_bytes()
+    data = read_inr(source)
     pixels = decode(data, scale=scale, size=size, device=device, max_pixels=max_pixels,
                     max_work=max_work)
     out = image_bytes(pixels, image_format(target))
@@ -336,7 +360,8 @@ def prepare(inputs: list[str], outdir: str, suffix: str, *, files_from: list[str
         items = shard(items, *spec)
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out / ".inr-write-check")
-    book = Manifest(manifest if manifest else out / MANIFEST_NAME)
+    book = Manifest(manifest, follow_links=True) if manifest \
+        else Manifest(out / MANIFEST_NAME, follow_links=False)
     book.check_writable()
     todo = pending(items, book, recorded or {}) if skip_existing else items
     return todo, len(items) - len(todo), book

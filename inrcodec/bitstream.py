@@ -42,10 +42,14 @@ def write(model: ImageModel, quants: dict[str, TensorQuant], coder: str) -> byte
     return _file(model, ordered, payload, coder).to_bytes()
 
 
+def header_file(model: ImageModel, coder: str = entropy.DEFAULT_CODER) -> InrFile:
+    """``model``'s file without its payload (placeholder quantisers): what its header says."""
+    return _file(model, [TensorQuant(8, 1.0)] * len(model.tensors()), b"", coder)
+
+
 def header_size(model: ImageModel) -> int:
     """Bytes of ``model``'s file besides the payload: header and checksum."""
-    placeholder = [TensorQuant(8, 1.0)] * len(model.tensors())
-    return len(_file(model, placeholder, b"", entropy.DEFAULT_CODER).header_bytes()) + 4
+    return len(header_file(model).header_bytes()) + 4
 
 
 @torch.no_grad()
@@ -62,16 +66,20 @@ def load_model(data: bytes) -> ImageModel:
 
 
 def build(f: InrFile) -> ImageModel:
-    """The network of a parsed file (on the CPU), with its stored weights."""
+    """The network of a parsed file (on the CPU), with its stored weights. The payload is
+    decoded first (each coder refuses a payload too short or too long for the declared symbols
+    before it allocates them), and only then is the network made, each tensor's symbols let go
+    once its weights hold them."""
+    shapes = f.shapes()
+    symbols = entropy.decode(f.payload, shapes, [q.bits for q in f.quants], f.coder)
+    for i, (s, q) in enumerate(zip(symbols, f.quants)):
+        if s.size and int(np.abs(s).max()) > q.qmax:
+            raise InrFormatError(f"tensor {i} has symbols beyond its {q.bits}-bit range")
     transform = ColorTransform(f.color, f.channels)
     enc = Encoding(f.encoding, 2, **f.encoding_params)
     net = f.layout(f.height, f.width, transform, f.hparams, enc, extra=f.extra)
-    tensors = net.tensors()
-    shapes = [tuple(p.shape) for _, p in tensors]
-    symbols = entropy.decode(f.payload, shapes, [q.bits for q in f.quants], f.coder)
     with torch.no_grad():
-        for (name, p), q, s in zip(tensors, f.quants, symbols):
-            if s.size and int(np.abs(s).max()) > q.qmax:
-                raise InrFormatError(f"tensor {name} has symbols beyond its {q.bits}-bit range")
-            p.copy_(from_symbols(s, q, tuple(p.shape)))
+        for i, ((_, p), q) in enumerate(zip(net.tensors(), f.quants)):
+            p.copy_(from_symbols(symbols[i], q, tuple(p.shape)))
+            symbols[i] = None
     return net

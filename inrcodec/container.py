@@ -6,6 +6,7 @@ Layout of version 1 (all integers little-endian)::
     3   1   format version (1)
     4   2   width, u16, 1..16384
     6   2   height, u16, 1..16384 (width x height at most 2^27)
+    (a whole file is at most 2^28 bytes: limits.MAX_FILE_BYTES)
     8   1   colour: low nibble = colour transform id, high nibble = channels (1 or 3)
     9   1   model family id
     10  1   input encoding id
@@ -19,7 +20,8 @@ Layout of version 1 (all integers little-endian)::
 
 Nothing in the file is trusted until checked: the magic and version first, then the checksum,
 then every field against its range, then the tensor shapes the header implies (their total
-bounded by :data:`MAX_PARAMS` before anything is allocated), then the payload's exact length.
+bounded by :data:`~.limits.MAX_PARAMS` before anything is allocated), then the payload's exact
+length. The format's limits are :mod:`.limits`'s, which the encoder checks too.
 
 The container knows nothing of networks: a model family's part of the header (its
 hyper-parameters, side information and tensor shapes) is read through the family's
@@ -34,18 +36,15 @@ import zlib
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Protocol
 
-from . import encodings
+from . import encodings, limits
 from .color import TRANSFORM_IDS, TRANSFORM_NAMES
 from .entropy import CODER_IDS, CODER_NAMES, MAX_BITS, MIN_BITS, qmax
 from .errors import InrFormatError, InrInputError
 from .fields import Reader, Schema
-from .imageio import MAX_PIXELS, MAX_SIDE
 from .quantize import TensorQuant
 
 MAGIC = b"INR"
 VERSION = 1
-#: Most weights a file may declare; a header that claims more is refused before allocation.
-MAX_PARAMS = 1 << 24
 MIN_FILE = 3 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 4
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -120,14 +119,37 @@ class InrFile:
     def to_bytes(self) -> bytes:
         if len(self.quants) != len(self.shapes()):
             raise InrInputError("one quantiser per stored tensor is needed")
+        check_params(self.shapes())
         body = self.header_bytes() + self.payload
+        if len(body) + 4 > limits.MAX_FILE_BYTES:
+            raise InrInputError(f"the file would be {len(body) + 4} bytes; the format holds at "
+                                f"most {limits.MAX_FILE_BYTES}: ask for a lower rate")
         return body + struct.pack("<I", zlib.crc32(body))
+
+
+def check_start(prefix: bytes) -> None:
+    """Refuse data whose first bytes are not an .inr file's (before the rest is read)."""
+    if len(prefix) >= len(MAGIC) and prefix[:len(MAGIC)] != MAGIC:
+        raise InrFormatError("not an .inr file (bad magic)")
+
+
+def check_params(shapes: list[tuple[int, ...]]) -> int:
+    """The number of stored values ``shapes`` declare; InrFormatError above the format's
+    limit (the encoder checks its plan with the same function)."""
+    total = sum(math.prod(s) for s in shapes)
+    if total > limits.MAX_PARAMS:
+        raise InrFormatError(f"header declares {total} weights; at most {limits.MAX_PARAMS} "
+                             "are allowed")
+    return total
 
 
 def parse(data: bytes, layouts: Mapping[int, type[Layout]]) -> InrFile:
     """Parse and validate a `.inr` file whose model family is one of ``layouts`` (by id).
     Raises :class:`InrFormatError` on any problem."""
     data = bytes(data)
+    if len(data) > limits.MAX_FILE_BYTES:
+        raise InrFormatError(f"{len(data)} bytes is larger than any .inr file "
+                             f"({limits.MAX_FILE_BYTES} bytes at most)")
     if len(data) < 4 or data[:3] != MAGIC:
         raise InrFormatError("not an .inr file (bad magic)")
     if data[3] != VERSION:
@@ -141,7 +163,8 @@ def parse(data: bytes, layouts: Mapping[int, type[Layout]]) -> InrFile:
     body = data[:-4]
     r = Reader(body, 4)
     width, height, colour_byte, family_id, encoding_id = r.unpack("HHBBB", "header")
-    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > MAX_PIXELS:
+    if not (1 <= width <= limits.MAX_SIDE and 1 <= height <= limits.MAX_SIDE) \
+            or width * height > limits.FORMAT_MAX_PIXELS:
         raise InrFormatError(f"bad image size {width}x{height}")
     transform_id, channels = colour_byte & 0x0F, colour_byte >> 4
     if transform_id not in TRANSFORM_NAMES:
@@ -167,9 +190,7 @@ def parse(data: bytes, layouts: Mapping[int, type[Layout]]) -> InrFile:
         raise InrFormatError(f"unknown entropy coder id {coder_id}")
     enc_dim = encodings.out_dim(encoding, encoding_params)
     shapes = family.shapes(hparams, height, width, channels, enc_dim, extra)
-    total = sum(math.prod(s) for s in shapes)
-    if total > MAX_PARAMS:
-        raise InrFormatError(f"header declares {total} weights; at most {MAX_PARAMS} are allowed")
+    check_params(shapes)
     quants = []
     for i in range(len(shapes)):
         bits, step = r.unpack("Bf", f"quantiser of tensor {i}")

@@ -171,5 +171,6 @@ def decode_planes(reader: rans.Reader, shape: tuple[int, int, int], qmax: int,
                 values[j] = left
             out[plane, row] = values
             above[1:-1] = values
-    reader.x, reader.pos = x, pos
+            reader.x, reader.pos = x, pos
+            reader.check_room(w)  # words that the rows still to come cannot consume: refused
     return out.ravel()

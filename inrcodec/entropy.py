@@ -138,6 +138,11 @@ class Coder:
 
     name: ClassVar[str]
     coder_id: ClassVar[int]
+    #: What decoding one stored value costs, in multiply-adds of rendering that take the same
+    #: time (the decoder's work bound counts it: ``limits.MAX_WORK``); measured on the 2-core
+    #: development machine with ``benchmarks/decode_cost.py`` and rounded up to a power of two
+    #: (docs/security.md).
+    work_per_value: ClassVar[int]
 
     def encode(self, symbols: list[np.ndarray], bits: list[int]) -> bytes:
         raise NotImplementedError
@@ -149,6 +154,7 @@ class Coder:
 
 class ZstdCoder(Coder):
     name, coder_id = "zstd", 0
+    work_per_value = 128  # 70 measured (numpy on byte planes)
 
     def encode(self, symbols, bits):
         return _zstd_frame(layout(symbols, bits))
@@ -161,6 +167,7 @@ class ZstdCoder(Coder):
 
 class RansCoder(Coder):
     name, coder_id = "rans", 1
+    work_per_value = 1024  # 923 measured (a Python loop per symbol)
 
     def encode(self, symbols, bits):
         ratios = [geometric_ratio(s) for s in symbols]
@@ -186,6 +193,7 @@ class RansCoder(Coder):
 
 class ContextCoder(Coder):
     name, coder_id = "context", 2
+    work_per_value = 2048  # 1705 measured (a Python loop per symbol, with its context)
 
     def encode(self, symbols, bits):
         head, freq, cum = [], [], []
@@ -210,7 +218,7 @@ class ContextCoder(Coder):
         if len(raw) < head:
             raise InrFormatError("payload is too short for its tensors' models")
         try:
-            reader = rans.Reader(raw[head:])
+            reader = rans.Reader(raw[head:], sum(math.prod(s) for s in shapes))
             out, offset = [], 0
             for shape, b in zip(shapes, bits):
                 if len(shape) == 3:

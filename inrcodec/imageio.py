@@ -9,7 +9,11 @@ What the codec accepts, and what it refuses with a one-line :class:`InrInputErro
   `.inr` file stores no alpha channel.
 - 16-bit, 32-bit and floating-point images are refused rather than silently truncated.
 - CMYK, YCbCr and LAB images are converted to RGB by Pillow.
-- Empty images, and images larger than :data:`MAX_SIDE` or :data:`MAX_PIXELS`, are refused.
+- Empty images, and images larger than :data:`~.limits.MAX_SIDE` per side or over the pixel
+  limit (:data:`~.limits.MAX_PIXELS` unless the caller allows more, at most
+  :data:`~.limits.FORMAT_MAX_PIXELS`), are refused from the file's header, before its pixels are
+  decoded; so is a file larger than any image within the limit can need
+  (:func:`~.limits.image_file_limit`), as it is read.
 - An EXIF orientation is applied (the image is encoded as a photo tool shows it); an animated
   image's first frame is encoded and an ICC profile is dropped, each with an
   :class:`InrWarning` saying so.
@@ -23,29 +27,35 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Callable, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import limits
 from .errors import InrInputError, InrWarning
-
-#: Largest width or height the codec encodes or decodes (the header stores them as u16).
-MAX_SIDE = 16384
-#: Largest number of pixels of an image the codec encodes, or of an image it renders.
-MAX_PIXELS = 1 << 27
 
 ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike, bytes, BinaryIO]
 
 
-def check_size(height: int, width: int, what: str = "image") -> None:
+def check_size(height: int, width: int, what: str = "image", max_pixels: int | None = None
+               ) -> None:
+    """Refuse an image of this size: empty, a side over MAX_SIDE, or more pixels than
+    ``max_pixels`` (None: the default limit, :data:`~.limits.MAX_PIXELS`), which may be
+    raised up to the format's FORMAT_MAX_PIXELS."""
     if height <= 0 or width <= 0:
         raise InrInputError(f"{what} is empty ({width}x{height})")
-    if height > MAX_SIDE or width > MAX_SIDE:
-        raise InrInputError(f"{what} is {width}x{height}; the largest side supported is {MAX_SIDE}")
-    if height * width > MAX_PIXELS:
-        raise InrInputError(f"{what} is {width}x{height} = {width * height} pixels; "
-                            f"at most {MAX_PIXELS} are supported")
+    if height > limits.MAX_SIDE or width > limits.MAX_SIDE:
+        raise InrInputError(f"{what} is {width}x{height}; the largest side supported is "
+                            f"{limits.MAX_SIDE}")
+    allowed = limits.pixel_limit(max_pixels)
+    if height * width > min(allowed, limits.FORMAT_MAX_PIXELS):
+        if allowed >= limits.FORMAT_MAX_PIXELS:
+            raise InrInputError(f"{what} is {width}x{height} = {width * height} pixels; the "
+                                f"format holds at most {limits.FORMAT_MAX_PIXELS}")
+        raise InrInputError(f"{what} is {width}x{height} = {width * height} pixels, more than "
+                            f"the limit of {allowed}; downscale it, or allow it with "
+                            f"--max-pixels (max_pixels=), up to {limits.FORMAT_MAX_PIXELS}")
 
 
 def _is_deep(im: Image.Image) -> bool:
@@ -69,12 +79,12 @@ def _drop_alpha(array: np.ndarray, name: str) -> np.ndarray:
     return array[..., :-1]
 
 
-def from_pil(im: Image.Image, name: str = "image") -> np.ndarray:
-    """A validated (H, W, C) uint8 array from a Pillow image."""
+def from_pil(im: Image.Image, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """A validated (H, W, C) uint8 array from a Pillow image (``max_pixels``: check_size's)."""
     if _is_deep(im):
         raise InrInputError(f"{name} has more than 8 bits per sample ({im.mode}); "
                             "convert it to 8-bit first")
-    check_size(im.height, im.width, name)
+    check_size(im.height, im.width, name, max_pixels)
     mode = im.mode
     was_palette = mode in ("P", "PA")
     if was_palette:
@@ -103,7 +113,8 @@ def from_pil(im: Image.Image, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.uint8)
 
 
-def from_array(array: np.ndarray, name: str = "image") -> np.ndarray:
+def from_array(array: np.ndarray, name: str = "image", max_pixels: int | None = None
+               ) -> np.ndarray:
     """A validated (H, W, C) uint8 array from a numpy array of shape (H, W) or (H, W, 1|3|4)."""
     array = np.asarray(array)
     if array.dtype != np.uint8:
@@ -113,51 +124,100 @@ def from_array(array: np.ndarray, name: str = "image") -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
         raise InrInputError(f"{name} must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
                             f"not {array.shape}")
-    check_size(array.shape[0], array.shape[1], name)
+    check_size(array.shape[0], array.shape[1], name, max_pixels)
     if array.shape[-1] in (2, 4):
         array = _drop_alpha(array, name)
     return np.ascontiguousarray(array)
 
 
-def read_binary(source, what: str) -> bytes:
-    """The bytes of a path, bytes or a binary file; anything else is refused in one line."""
+#: Bytes read at a time from a file or a stream.
+READ_CHUNK = 1 << 20
+
+
+def read_binary(source, what: str, limit: int | None = None,
+                check_start: Callable[[bytes], None] | None = None) -> bytes:
+    """The bytes of a path, bytes or a binary file; anything else is refused in one line.
+
+    With ``limit``, an input of more than ``limit`` bytes is refused as it is read, after at
+    most ``limit + 1`` bytes (a device such as /dev/zero, a pipe, a huge file); a regular file is
+    refused by its size before any is read. ``check_start`` is shown the first bytes read (up
+    to READ_CHUNK) and may refuse them before the rest is read (a file's magic number)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
+        data = bytes(source)
+        if check_start is not None:
+            check_start(data[:READ_CHUNK])
+        if limit is not None and len(data) > limit:
+            raise InrInputError(f"{what} of {len(data)} bytes is larger than the {limit} "
+                                "bytes allowed")
+        return data
     if isinstance(source, (str, os.PathLike)):
         try:
-            return Path(source).read_bytes()
+            with open(source, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if limit is not None and size > limit:
+                    raise InrInputError(f"{source} is {size} bytes, larger than the {limit} "
+                                        f"bytes allowed for {what}")
+                return _read_bounded(f, str(source), what, limit, check_start)
         except FileNotFoundError:
             raise InrInputError(f"{source}: no such file") from None
         except IsADirectoryError:
             raise InrInputError(f"{source} is a directory") from None
         except OSError as exc:
             raise InrInputError(f"{source}: {exc.strerror or exc}") from None
-    read = getattr(source, "read", None)
-    data = read() if callable(read) else None
-    if not isinstance(data, (bytes, bytearray)):
+    if not callable(getattr(source, "read", None)):
         raise InrInputError(f"cannot read {what} from a {type(source).__name__}: give a path, "
                             "bytes or a binary file")
-    return bytes(data)
+    return _read_bounded(source, getattr(source, "name", "input"), what, limit, check_start)
 
 
-def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
-    """Read an image from a path, bytes, a binary file, a PIL image or an array."""
+def _read_bounded(f: BinaryIO, name: str, what: str, limit: int | None,
+                  check_start: Callable[[bytes], None] | None) -> bytes:
+    """``f``'s bytes, at most ``limit`` of them (more is an error), the first checked."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        want = READ_CHUNK if limit is None else min(READ_CHUNK, limit + 1 - total)
+        part = f.read(want)
+        if not isinstance(part, (bytes, bytearray)):
+            raise InrInputError(f"cannot read {what} from {name}: give a path, bytes or a "
+                                "binary file")
+        if not part:
+            break
+        if not parts and check_start is not None:
+            check_start(bytes(part))
+        parts.append(bytes(part))
+        total += len(part)
+        if limit is not None and total > limit:
+            raise InrInputError(f"{name} is larger than the {limit} bytes allowed for {what}")
+    return b"".join(parts)
+
+
+def load_image(source: ImageLike, name: str | None = None, max_pixels: int | None = None
+               ) -> np.ndarray:
+    """Read an image from a path, bytes, a binary file, a PIL image or an array.
+
+    Its size is checked from the file's header, before its pixels are decoded: at most
+    ``max_pixels`` (None: :data:`~.limits.MAX_PIXELS`). A file larger than any image within that
+    limit needs (:func:`~.limits.image_file_limit`) is refused as it is read."""
     if isinstance(source, np.ndarray):
-        return from_array(source, name or "image")
+        return from_array(source, name or "image", max_pixels)
     if isinstance(source, Image.Image):
-        return from_pil(source, name or "image")
+        return from_pil(source, name or "image", max_pixels)
     if not isinstance(source, (bytes, bytearray, memoryview)):
         path = isinstance(source, (str, os.PathLike))
         name = name or (str(source) if path else getattr(source, "name", "input"))
-        source = read_binary(source, "an image")
+        source = read_binary(source, "an image", limits.image_file_limit(max_pixels))
     name = name or "input"
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own limit is checked below, from the header; Pillow's error at twice its
+            # MAX_IMAGE_PIXELS (179 M pixels) is above the format's limit anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(bytes(source)))
             if im.format == "INR":
                 raise InrInputError(f"{name} is an .inr file already; decode it to an image "
                                     "first if you mean to encode it again")
+            check_size(im.height, im.width, name, max_pixels)  # before a pixel is decoded
             if _is_deep(im):  # before load(), which forgets the raw sample format
                 raise InrInputError(f"{name} has more than 8 bits per sample; "
                                     "convert it to 8-bit first")
@@ -166,8 +226,9 @@ def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
             im = ImageOps.exif_transpose(im)  # as a photo tool shows it
     except InrInputError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InrInputError(f"{name} is too large to decode safely") from None
+    except Image.DecompressionBombError:
+        raise InrInputError(f"{name} has more than the {limits.FORMAT_MAX_PIXELS} pixels the "
+                            "format holds") from None
     except UnidentifiedImageError:
         raise InrInputError(f"{name} is not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -178,7 +239,7 @@ def load_image(source: ImageLike, name: str | None = None) -> np.ndarray:
     if im.info.get("icc_profile"):
         warnings.warn(f"{name} has an ICC colour profile, which a .inr file does not keep: "
                       "its pixels are encoded as they are", InrWarning, stacklevel=2)
-    return from_pil(im, name)
+    return from_pil(im, name, max_pixels)
 
 
 def to_pil(array: np.ndarray) -> Image.Image:
@@ -218,9 +279,11 @@ def check_writable(path: str | os.PathLike) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InrInputError(f"cannot write {path}: folder {folder} does not exist")
-    if path.is_dir():
+    link = path.is_symlink()  # replaced by the new file (write_atomic), never written through
+    if path.is_dir() and not link:
         raise InrInputError(f"cannot write {path}: it is a folder")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not os.access(folder, os.W_OK) or (path.exists() and not link
+                                          and not os.access(path, os.W_OK)):
         raise InrInputError(f"cannot write {path}: permission denied")
 
 
@@ -234,6 +297,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
 
     A reader never sees a half-written file, and an interrupted write leaves the old file intact.
+    A ``path`` that is a symbolic link is replaced by the file, not written through.
     The file gets the permissions any other tool would give it (0666 less the umask; the
     temporary file's own are 0600). ``-`` writes to standard output.
     """

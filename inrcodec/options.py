@@ -71,6 +71,12 @@ class EncodeOptions:
     threads: int | None = None
     #: Compile the training step (None: when a phase is long enough to pay).
     compile: bool | None = None
+    #: The limits of decoding that the encode must stay within (None: ``limits.MAX_PIXELS``
+    #: and ``limits.MAX_WORK``): an image of more pixels is refused from its header, and so is
+    #: an encode whose file would cost a decoder more work (``ratecontrol.check_decodable``).
+    #: Raise them as the decoder's, for a file its decoders will be told to allow.
+    max_pixels: int | None = None
+    max_work: float | None = None
 
     def __post_init__(self):
         for name, kind in FIELD_TYPES.items():  # strings from a command line become values
@@ -100,6 +106,10 @@ class EncodeOptions:
             raise InrInputError(f"seed must be in 0..2^63-1, not {self.seed}")
         if self.threads is not None and self.threads < 1:
             raise InrInputError(f"threads must be at least 1, not {self.threads}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise InrInputError(f"max_pixels must be at least 1, not {self.max_pixels}")
+        if self.max_work is not None and not self.max_work > 0:
+            raise InrInputError(f"max_work must be positive, not {self.max_work}")
         object.__setattr__(self, "hparams", dict(self.hparams))
         for key in self.training:
             if key not in SCHEDULE_KEYS:
@@ -171,7 +181,7 @@ class EncodeOptions:
 FIELD_TYPES: dict[str, type] = {
     "model": str, "effort": str, "bpp": float, "quality": float, "psnr": float, "encoding": str, "color": str,
     "coder": str, "bits": int, "bits_per_weight": float, "seed": int, "device": str,
-    "threads": int, "compile": bool}
+    "threads": int, "compile": bool, "max_pixels": int, "max_work": float}
 
 
 def valid_keys(model: str) -> str:

@@ -45,9 +45,9 @@ class InrImageFile(ImageFile.ImageFile):
 
     def _open(self) -> None:
         from .bitstream import read
-        data = self.fp.read()
+        from .decoder import read_inr
         try:
-            header = read(data)
+            header = read(read_inr(self.fp))
         except InrError as exc:
             raise SyntaxError(str(exc)) from None
         self.stored_size = (header.width, header.height)
@@ -81,7 +81,7 @@ class InrDecoder(ImageFile.PyDecoder):
         assert self.fd is not None and self.state is not None
         self.fd.seek(0)
         try:
-            pixels = decode(self.fd.read(), size=(self.state.xsize, self.state.ysize))
+            pixels = decode(self.fd, size=(self.state.xsize, self.state.ysize))
         except InrError as exc:
             raise OSError(str(exc)) from None
         self.set_as_raw(pixels.tobytes(), "RGB" if pixels.ndim == 3 else "L")

@@ -12,6 +12,11 @@ arithmetic, so every platform builds the same tables and decodes the same symbol
 - The stream is the final state (8 bytes) followed by the emitted 32-bit words, last emitted
   first, all little-endian. The encoder starts from x = LOW, so a decoder that ends anywhere else,
   or with words left over, has been given a corrupt stream.
+- Words the symbols still to come cannot consume are found as soon as they are there: a symbol
+  takes at most PRECISION bits (and a little more from the state's rounding,
+  :func:`most_words`) out of the state and the words, so a decoder checks, every row of symbols
+  or CHECK_EVERY of them, that the words left fit the symbols left; a stream padded with
+  surplus words fails there, before they are read.
 
 Why our own rather than a library's: the stream is part of the `.inr` format, documented byte by
 byte in docs/format.md and decoded by every future version from old files, so its layout and
@@ -24,6 +29,7 @@ from __future__ import annotations
 import array
 import bisect
 import struct
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +44,8 @@ SLOT_MASK = TOTAL - 1
 EMIT_BOUND = (LOW >> PRECISION) << WORD
 #: The geometric table's ratio is a u16 fraction of 2**16.
 RATIO_ONE = 1 << 16
+#: Symbols decoded between two checks that the words left fit the symbols left.
+CHECK_EVERY = 4096
 
 
 class RansError(ValueError):
@@ -120,19 +128,43 @@ def encode(streams: list[tuple[np.ndarray, Table]]) -> bytes:
     return encode_symbols([f for f, _ in looked_up], [c for _, c in looked_up])
 
 
+def most_words(symbols: int) -> int:
+    """The most 32-bit words that ``symbols`` symbols can consume from a stream in any state.
+    Decoding a symbol of frequency f divides the state by at most 2^PRECISION / f after the
+    floor of x / 2^PRECISION, which loses less than 1/64 bit at a state of at least LOW; the state
+    itself can give up at most 2 * WORD bits. So the symbols take at most
+    symbols * (PRECISION + 1/64) + 2 * WORD bits."""
+    return (symbols * PRECISION + symbols // 64 + 1 + 2 * WORD) // WORD
+
+
 class Reader:
     """A stream being decoded: the state ``x``, the words and the next word's position.
     :func:`decode` runs it over tables; a context model (:mod:`.context`) runs the same three
-    steps per symbol in its own loop, where each symbol's table depends on those before."""
+    steps per symbol in its own loop, where each symbol's table depends on those before.
+    ``symbols`` is how many symbols the whole stream holds: :meth:`check_room` refuses words
+    that the symbols still to come could not consume."""
 
-    def __init__(self, stream: bytes):
+    def __init__(self, stream: bytes, symbols: int):
         if len(stream) < 8 or (len(stream) - 8) % 4:
             raise RansError(f"a stream of {len(stream)} bytes is not a state and whole words")
         (self.x,) = struct.unpack_from("<Q", stream)
-        self.words = struct.unpack_from(f"<{(len(stream) - 8) // 4}I", stream, 8)
+        # Words as an array (4 bytes each; a tuple of Python ints would take 36).
+        self.words = array.array("I", stream[8:])
+        if sys.byteorder == "big":
+            self.words.byteswap()
         self.pos = 0
+        self.left = symbols  # symbols not yet decoded
         if not LOW <= self.x < LOW << WORD:
             raise RansError("the stream's initial state is out of range")
+        self.check_room(0)
+
+    def check_room(self, decoded: int) -> None:
+        """Count ``decoded`` more symbols as decoded; raise RansError if the words left are more
+        than the symbols left can consume (:func:`most_words`)."""
+        self.left -= decoded
+        if len(self.words) - self.pos > most_words(max(self.left, 0)):
+            raise RansError(f"the stream holds {len(self.words) - self.pos} words that "
+                            f"{max(self.left, 0)} symbols cannot consume")
 
     def finish(self) -> None:
         """Raise RansError unless the stream ended exactly where its encoder began."""
@@ -145,24 +177,27 @@ def decode_with(reader: Reader, count: int, table: Table) -> np.ndarray:
     freq, cum, qmax = table.freq, table.cum, table.qmax
     x, words, pos, n_words = reader.x, reader.words, reader.pos, len(reader.words)
     symbols = array.array("i", bytes(4 * count))
-    for j in range(count):
-        slot = x & SLOT_MASK
-        i = bisect.bisect_right(cum, slot) - 1
-        x = freq[i] * (x >> PRECISION) + slot - cum[i]
-        if x < LOW:
-            if pos == n_words:
-                raise RansError("the stream is cut short")
-            x = (x << WORD) | words[pos]
-            pos += 1
-        symbols[j] = i - qmax
-    reader.x, reader.pos = x, pos
+    for start in range(0, count, CHECK_EVERY):
+        stop = min(start + CHECK_EVERY, count)
+        for j in range(start, stop):
+            slot = x & SLOT_MASK
+            i = bisect.bisect_right(cum, slot) - 1
+            x = freq[i] * (x >> PRECISION) + slot - cum[i]
+            if x < LOW:
+                if pos == n_words:
+                    raise RansError("the stream is cut short")
+                x = (x << WORD) | words[pos]
+                pos += 1
+            symbols[j] = i - qmax
+        reader.x, reader.pos = x, pos
+        reader.check_room(stop - start)
     return np.frombuffer(symbols, dtype=np.int32)
 
 
 def decode(stream: bytes, streams: list[tuple[int, Table]]) -> list[np.ndarray]:
     """The symbols of each (count, table) pair; raises RansError unless the stream is exactly
     one that :func:`encode` wrote for these counts and tables."""
-    reader = Reader(stream)
+    reader = Reader(stream, sum(count for count, _ in streams))
     out = [decode_with(reader, count, table) for count, table in streams]
     reader.finish()
     return out

@@ -33,8 +33,9 @@ from typing import Callable
 
 import torch
 
-from . import bitstream, entropy
+from . import bitstream, entropy, limits
 from .color import ColorTransform
+from .container import InrFile
 from .encodings import Encoding
 from .errors import InrInputError, RateTooLow
 from .models.base import ImageModel
@@ -69,6 +70,10 @@ class RatePlan:
         model = size_model(family, height, width, transform, enc, hparams, budget,
                            options.seed, bits_per_weight, samples)
         coder = options.coder or family.default_coder
+        largest = budget * RATE_TOLERANCE if options.bits is None \
+            else model.n_params() * options.bits / 8
+        check_decodable(bitstream.header_file(model, coder), largest, options.max_pixels,
+                        options.max_work)
         if options.bits is not None:
             return cls(model, budget, coder, options.bits, fixed_bits(options.bits))
         header = bitstream.header_size(model)
@@ -96,6 +101,34 @@ class RatePlan:
             raise RateTooLow(str(exc), bpp) from None
         bitstream.round_to_stored(self.model, quants)
         return data
+
+
+def check_decodable(header: InrFile, largest: float, max_pixels: int | None = None,
+                    max_work: float | None = None) -> None:
+    """Refuse, before any training, an encode whose file (its ``header``, without payload) a
+    decoder would refuse under the same limits (:mod:`.limits`): more stored values than the
+    format holds, a file that may be ``largest`` bytes where the format holds fewer, or a decode
+    at the image's own size above the pixel or work limit (:func:`.decoder.check_cost`'s
+    measure)."""
+    from .decoder import decode_cost
+    h, w = header.height, header.width
+    what = f"a {header.family} file of this {w}x{h} image"
+    cost = decode_cost(header, w, h)
+    if cost.values > limits.MAX_PARAMS:
+        raise InrInputError(f"{what} would store {cost.values} values; the format holds at "
+                            f"most {limits.MAX_PARAMS}: ask for a lower rate or a smaller image")
+    if largest > limits.MAX_FILE_BYTES:
+        raise InrInputError(f"{what} may be {largest:.0f} bytes; the format holds at most "
+                            f"{limits.MAX_FILE_BYTES}: ask for a lower rate")
+    if cost.pixels > limits.pixel_limit(max_pixels):
+        raise InrInputError(f"{what} is {cost.pixels} pixels, more than the limit of "
+                            f"{limits.pixel_limit(max_pixels)}; allow it with --max-pixels "
+                            "(max_pixels=) here and when decoding")
+    if cost.work > limits.work_limit(max_work):
+        raise InrInputError(f"{what} would cost {cost.describe()} to decode, more than the "
+                            f"decoder's limit of {limits.work_limit(max_work):.2g}; ask for a "
+                            "smaller image or model, or allow it with --max-work (max_work=) "
+                            "here and when decoding")
 
 
 def quality_to_bpp(quality: float) -> float:

@@ -99,13 +99,37 @@ def test_forged_edits_with_valid_checksum_never_crash(encoded, data):
 
 
 def test_forged_huge_model_is_refused_before_allocation(encoded):
-    # 16384 x 8192 image, width 2048, depth 32: ~134M weights claimed by a ~100-byte file.
+    # 16384 x 8192 image, width 2048, depth 32: ~134M weights claimed by a ~100-byte file,
+    # under the format's 2^28: refused, whatever field first gives it away, before any of them
+    # is allocated (the payload is decoded before the network is made).
     body = bytearray(encoded.data[:-4])
     body[4:8] = struct.pack("<HH", 16384, 8192)
     body[11:14] = struct.pack("<HB", 2048, 32)
     tracemalloc.start()
-    with pytest.raises(InrFormatError, match="weights"):
+    with pytest.raises(InrFormatError):
         read_fully(reseal(bytes(body)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_a_header_declaring_more_values_than_the_format_holds_is_refused(encoded):
+    # A gridded header of 64 x 64 cells of 2048-wide networks: 2^34 weights. Its bytes are
+    # written by hand (the writer refuses to make such a file).
+    from inrcodec.container import InrFile
+    from inrcodec.models import get_family
+    from inrcodec.quantize import TensorQuant
+    layout = get_family("gridded")
+    hparams = {"rows": 64, "cols": 64, "width": 2048, "depth": 4, "w0_first": 30.0, "w0": 30.0,
+               "overlap": 0.0}
+    header = InrFile(width=4096, height=4096, channels=3, color="rgb", layout=layout,
+                     hparams=hparams, encoding="none", encoding_params={},
+                     quants=[TensorQuant(8, 1.0)] * 10, payload=b"x")
+    with pytest.raises(InrFormatError, match="at most 268435456"):
+        header.to_bytes()
+    tracemalloc.start()
+    with pytest.raises(InrFormatError, match="declares 51615117312 weights; at most 268435456"):
+        read_fully(reseal(header.header_bytes() + b"x"))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1 << 20

@@ -199,13 +199,10 @@ class Latent(ImageModel):
             for level in range(self.levels))
         self.synthesis = Synthesis(self.levels * self.latent_channels, hp["width"], hp["depth"],
                                    self.channels, generator)
-        # Training state (not stored): lambda, each grid's bits per unit magnitude, and the
-        # blend of noise (0) and straight-through rounding (1) the latents are seen through.
+        # Training state (not stored): lambda, and the blend of noise (0) and straight-through
+        # rounding (1) the latents are seen through; the per-latent state of the rate term is
+        # made when a fit starts (:meth:`_start_rate_term`), a decode never needs it.
         self.register_buffer("rate_lambda", torch.tensor(1e-3), persistent=False)
-        # Per latent, the mean the coder predicts and the bits of a unit away from it.
-        for level, grid in enumerate(self.latents):
-            self.register_buffer(f"code_mean{level}", torch.zeros_like(grid), persistent=False)
-            self.register_buffer(f"unit_bits{level}", torch.ones_like(grid), persistent=False)
         self.register_buffer("hard", torch.tensor(0.0), persistent=False)
         self.latent_bits_target: float | None = None
         self.code_weights: list[tuple[int, ...] | None] = [None] * self.levels
@@ -302,7 +299,12 @@ class Latent(ImageModel):
             c, h, w = grid.shape
             iy, wy = interpolation_taps(ys, h, 1 << level, self.bicubic)
             ix, wx = interpolation_taps(xs, w, 1 << level, self.bicubic)
-            rows = sum(grid[:, iy[:, a], :] * wy[:, a, None] for a in range(iy.shape[1]))
+            # Rows first, over only the columns the band reads (at most T per output column),
+            # so that memory follows the band's pixels, not the grid's width.
+            columns, ix = torch.unique(ix, return_inverse=True)
+            narrow = len(columns) < w
+            rows = sum((grid[:, iy[:, a, None], columns] if narrow else grid[:, iy[:, a], :])
+                       * wy[:, a, None] for a in range(iy.shape[1]))
             out.append(sum(rows[:, :, ix[:, b]] * wx[:, b] for b in range(ix.shape[1])))
         return torch.cat(out).permute(1, 2, 0)
 
@@ -350,6 +352,7 @@ class Latent(ImageModel):
     def measure_code(self, refit: bool = True) -> float:
         """The rounded latents' estimated code length; the rate term's means and unit costs set
         to those of their code (the context model's weights refitted, or as last fitted)."""
+        self._start_rate_term()
         total = 0.0
         for level, g in enumerate(self.latents):
             weights = None if refit else self.code_weights[level]
@@ -390,7 +393,18 @@ class Latent(ImageModel):
         guess, value = self.lambda_guess, float(self.rate_lambda) * math.exp(change)
         self.rate_lambda.fill_(min(max(value, guess / LAMBDA_RANGE), guess * LAMBDA_RANGE))
 
+    def _start_rate_term(self) -> None:
+        """The rate term's state, per latent: the mean its coder predicts and the bits a unit
+        away from it costs (:meth:`measure_code` sets them), on the latents' device."""
+        for level, grid in enumerate(self.latents):
+            if not hasattr(self, f"code_mean{level}"):
+                self.register_buffer(f"code_mean{level}", torch.zeros_like(grid.detach()),
+                                     persistent=False)
+                self.register_buffer(f"unit_bits{level}", torch.ones_like(grid.detach()),
+                                     persistent=False)
+
     def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+        self._start_rate_term()
         h, w = self.height, self.width
         rows = torch.arange(h, dtype=torch.float32) + 0.5
         cols = torch.arange(w, dtype=torch.float32) + 0.5
