@@ -13,8 +13,9 @@ Lanczos upscales of our own scale-1 decode and of JPEG at the same file size.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ..imageio import to_pil
 from ..metrics import psnr
 from . import report
 from .report import REFERENCE
-from .classical import CODECS, jpeg_at_size
+from .classical import CODECS, at_size, jpeg_at_size
 from .codecs import BenchCodec, parse_codec
 from .datasets import BenchImage, centre_crop, load_dataset
 from .runner import Cache, Job, run_jobs
@@ -75,6 +76,19 @@ def _link(config: BenchConfig, path: Path, picture: str) -> str:
     return Path(os.path.relpath(config.out / picture, path.parent)).as_posix()
 
 
+def with_reference(config: BenchConfig) -> tuple[BenchConfig, str | None]:
+    """The config with its reference codec among its codecs (BD-rates need its curve): added
+    if the run's codecs do not list it, and then a line saying so; the config as it is for
+    the upscale task, which has no reference."""
+    from .codecs import default_codecs
+    specs = list(config.codecs or default_codecs())
+    if config.task != "rd" or config.reference in specs:
+        return config, None
+    added = dataclasses.replace(config, codecs=specs + [config.reference])
+    return added, (f"{config.reference} added to the codecs: it is the reference of the "
+                   "BD-rates (--reference chooses another)")
+
+
 def plan(config: BenchConfig) -> tuple[str, list[BenchImage], list[BenchCodec], list[Job]]:
     from .codecs import default_codecs
     name, images = load_dataset(config.dataset, config.limit, config.crop, config.names)
@@ -117,13 +131,15 @@ def require_extra() -> None:
                             "pip install 'inrcodec[bench]' (or -e '.[bench]' in a checkout)")
 
 
-def run(config: BenchConfig, progress: Callable | None = None) -> Path:
-    """Run a benchmark and write its report; returns the report's path."""
+def run(config: BenchConfig, progress: Callable | None = None,
+        note: Callable[[str], None] = lambda line: None) -> Path:
+    """Run a benchmark and write its report; returns the report's path. The reference codec
+    joins the codecs if they do not list it (:func:`with_reference`), ``note`` told so."""
     require_extra()
+    config, added = with_reference(config)
+    if added:
+        note(added)
     name, images, codecs, jobs = plan(config)
-    if config.task == "rd" and config.reference not in {c.spec for c in codecs}:
-        raise InrInputError(f"the reference {config.reference!r} is not among this run's "
-                            f"codecs; add it to --codecs or choose --reference from them")
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     cache = Cache(out / "cache")
@@ -206,6 +222,15 @@ def write_rd(config, name, images, rows, jobs, cache, out, provenance) -> Path:
               "the reference on that image (a typical image), where the BD-rate column is that "
               "of the mean curves. `compressai/` holds the mean curves in CompressAI's results "
               "layout.", ""]
+    if kodak:
+        checked = report.reference_check(curves)
+        if checked.count("\n") > 1:
+            lines += ["## The live references against their published curves", "",
+                      "A benchmark is as honest as its references: each classical codec runs at "
+                      "its best standard settings, and its live curve is checked against the "
+                      "published Kodak curve of the same codec in `../shared/anchors/kodak` "
+                      "(positive: the live curve is higher; BD-rate negative: the live codec "
+                      "needs fewer bits).", "", checked, ""]
     if anchors:
         note = "" if len(images) == 24 and not config.crop else (
             " They are means over all 24 Kodak images at full size; this run measured "
@@ -219,9 +244,12 @@ def write_rd(config, name, images, rows, jobs, cache, out, provenance) -> Path:
               f"![MS-SSIM]({_link(config, path, 'rd_msssim.png')})", ""]
     if visual_image:
         lines += ["## The same crop at about 0.25 bpp", "",
-                  f"Centre crop of {visual_image}; each codec at its setting nearest to "
-                  f"{VISUAL_BPP} bpp on this image (bpp and PSNR of the whole image in the "
-                  "captions).", "", f"![visual]({_link(config, path, 'visual.png')})", ""]
+                  f"Centre crop of {visual_image}; each inr codec at its setting nearest to "
+                  f"{VISUAL_BPP} bpp on this image, each classical codec at the largest file "
+                  "no larger than the first inr codec's (its setting searched for it), so that "
+                  "the crops compare files of the same size (bpp and PSNR of the whole image "
+                  "in the captions).", "", f"![visual]({_link(config, path, 'visual.png')})",
+                  ""]
         if no_file:
             lines += [f"Not in the crops, for want of an encoded file in the cache (their "
                       f"results came from results.json): {', '.join(no_file)}.", ""]
@@ -250,7 +278,11 @@ def _decoded(job: Job, row: dict, cache: Cache) -> np.ndarray | None:
 
 def write_visual(images, rows, jobs, cache, out) -> tuple[str | None, list[str]]:
     """The crops of the first image, one per codec; its name (None if no crop was made) and the
-    labels of the codecs left out for want of their encoded file."""
+    labels of the codecs left out for want of their encoded file. Each inr codec is shown at its
+    setting nearest to VISUAL_BPP; each classical codec at the largest file no larger than the
+    first inr codec's (a search over its setting, :func:`classical.at_size`), so that the crops
+    compare equal sizes; without an inr codec, at its own setting nearest to VISUAL_BPP."""
+    from ..decoder import decode
     image = images[0]
     by_key = {(r["image"], r["codec"], r["setting"]): r for r in rows}
     panels = [("original", centre_crop(image.pixels, *VISUAL_CROP))]
@@ -262,14 +294,28 @@ def write_visual(images, rows, jobs, cache, out) -> tuple[str | None, list[str]]
         distance = abs(math.log(row["bpp"] / VISUAL_BPP))
         if job.spec not in best or distance < best[job.spec][0]:
             best[job.spec] = (distance, job, row)
-    no_file = []
-    for _, job, row in best.values():
-        decoded = _decoded(job, row, cache)
-        if decoded is None:
-            no_file.append(row["label"])
+    no_file, size = [], None
+    for _, job, row in sorted(best.values(), key=lambda b: b[2]["kind"] != "inr"):
+        if row["kind"] == "inr":
+            data = cache.file(job)
+            if data is None:
+                no_file.append(row["label"])
+                continue
+            decoded = np.atleast_3d(decode(data))
+            size = size or len(data)
+            caption = f"{row['label']}\n{row['bpp']:.3f} bpp, {row['psnr']:.2f} dB"
+        elif size is not None:
+            found = at_size(CODECS[row["codec"]], image.pixels, size)
+            if found is None:
+                continue
+            decoded = CODECS[row["codec"]].decode(found[0])
+            bpp = 8 * len(found[0]) / (image.pixels.shape[0] * image.pixels.shape[1])
+            caption = (f"{row['label']} (same size)\n{bpp:.3f} bpp, "
+                       f"{psnr(decoded, image.pixels):.2f} dB")
         else:
-            panels.append((f"{row['label']}\n{row['bpp']:.3f} bpp, {row['psnr']:.2f} dB",
-                           centre_crop(decoded, *VISUAL_CROP)))
+            decoded = _decoded(job, row, cache)
+            caption = f"{row['label']}\n{row['bpp']:.3f} bpp, {row['psnr']:.2f} dB"
+        panels.append((caption, centre_crop(decoded, *VISUAL_CROP)))
     if len(panels) < 2:
         return None, no_file
     report.visual(panels, out, "visual.png")
