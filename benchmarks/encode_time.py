@@ -4,8 +4,9 @@
     python benchmarks/encode_time.py MOSAIC.png --sizes 768x512,1536x1024,3072x2048 \
         --families latent,gridded,residual,dct,siren --effort fast
 
-Each (family, size) is one encode of a top-left crop of the image, on this process's torch
-threads, traced through the progress callback: the seconds before the first training step's
+Each (family, size) is one encode of a top-left crop of the image, in a fresh process (as a
+user's ``inr encode``; in one process, a compiled step is compiled again for every new shape),
+on all cores, traced through the progress callback: the seconds before the first training step's
 report (``setup``: loading, sizing, compiling the step), the seconds per training step (the
 slope of time against steps over the fit, evaluations and rate control's measurements
 included), and the seconds after the last step (``tail``: quantisation, entropy coding, the
@@ -39,6 +40,9 @@ def trace(pixels: np.ndarray, **settings) -> dict:
 
 
 def main() -> None:
+    import subprocess
+    import sys
+
     from PIL import Image
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image")
@@ -46,14 +50,20 @@ def main() -> None:
     parser.add_argument("--families", default="latent,gridded,residual,dct,siren")
     parser.add_argument("--effort", default="fast")
     parser.add_argument("--bpp", type=float, default=0.3)
+    parser.add_argument("--one", action="store_true", help="one family and size, here")
     args = parser.parse_args()
+    if not args.one:
+        for family in args.families.split(","):
+            for size in args.sizes.split(","):
+                subprocess.run([sys.executable, __file__, args.image, "--one", "--families",
+                                family, "--sizes", size, "--effort", args.effort, "--bpp",
+                                str(args.bpp)], check=True)
+        return
     image = np.asarray(Image.open(args.image).convert("RGB"))
-    for family in args.families.split(","):
-        for size in args.sizes.split(","):
-            w, h = (int(v) for v in size.split("x"))
-            row = trace(np.ascontiguousarray(image[:h, :w]), model=family, effort=args.effort,
-                        bpp=args.bpp)
-            print(json.dumps({"family": family, "effort": args.effort, **row}), flush=True)
+    w, h = (int(v) for v in args.sizes.split("x"))
+    row = trace(np.ascontiguousarray(image[:h, :w]), model=args.families, effort=args.effort,
+                bpp=args.bpp)
+    print(json.dumps({"family": args.families, "effort": args.effort, **row}), flush=True)
 
 
 if __name__ == "__main__":

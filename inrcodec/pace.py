@@ -19,7 +19,9 @@ not a promise: another machine is faster or slower by about a constant factor, w
 estimate while running measures.
 
 **While** (:class:`Pace`): the seconds left, from the trainer's reports: the steps left at the
-pace measured since the first report (whose time includes compiling the step and is left out),
+pace measured over the later half of the steps done (the first report, whose time includes
+compiling the step, left out; a pace that drifts is followed; a step that took SPIKE times the
+median or more, a one-off such as the latent family's calibration of its rate, left out too),
 plus the tail and any runs still to come at the model's estimate, scaled by how this run's pace
 compares with the model's. Until enough steps are measured it gives the model's estimate.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -65,15 +68,16 @@ class CostModel:
 
 
 #: Measured with benchmarks/encode_time.py at 0.3 bpp on crops of 768x512, 1536x1024 and
-#: 3072x2048 (and the latent family on 4000x3000) of a photograph (docs/experiments.md,
-#: "Encode time"). The latent family's steps are compiled at the default effort (measured so),
-#: eager at the fast one (measured: 0.035 / 0.10 / 0.85 s); the SIREN families' steps were
-#: measured eager (the gridded family's compiled) and their compiled steps taken as 0.7 times.
+#: 3072x2048 of a photograph, each in a fresh process, and the latent family on the whole
+#: 4000x3000 (benchmarks/large_photo.py; docs/experiments.md, "Encode time"). The
+#: latent family's steps are compiled at the default effort, eager at the fast one (1.5-2.1 times
+#: the compiled step: 0.035 / 0.081 / 0.30 s); the SIREN families' steps were measured eager
+#: (the gridded family's compiled) and their compiled steps taken as 0.7 times that.
 COSTS: dict[str, CostModel] = {
-    "latent": CostModel(step=((1.05e6, 0.0172), (4.2e6, 0.0439), (16.8e6, 0.301),
-                              (32e6, 0.63)),
-                        tail=((1.05e6, 0.8), (4.2e6, 5.6), (16.8e6, 24.6), (32e6, 25.5)),
-                        eager=2.0, setup_per_value=1.2e-6),
+    "latent": CostModel(step=((1.05e6, 0.0236), (4.2e6, 0.0461), (16.8e6, 0.146),
+                              (32.0e6, 0.225)),
+                        tail=((1.05e6, 1.0), (4.2e6, 5.1), (16.8e6, 18.0), (32.0e6, 17.2)),
+                        eager=1.8, setup_per_value=1e-6),
     "gridded": CostModel(step=((17.7e3, 0.0017), (67.9e3, 0.0017), (271.5e3, 0.0024)),
                          tail=((17.7e3, 0.5), (67.9e3, 1.1), (271.5e3, 5.5)), eager=1.4),
     "residual": CostModel(step=((17.7e3, 0.0050), (70.8e3, 0.0133), (277e3, 0.079)),
@@ -134,44 +138,64 @@ class Pace:
     #: The measured pace is trusted over the model's once it spans this many steps and seconds.
     MIN_STEPS = 10
     MIN_SECONDS = 2.0
+    #: A report whose steps took this many times the median step is a one-off, left out.
+    SPIKE = 8.0
+    #: The pace is measured again at most this often (seconds): a median over thousands of
+    #: reports at every step would cost a step's time.
+    REFRESH = 0.5
 
     def __init__(self, estimate: Estimate, after: Estimate | None = None):
         self.estimate, self.after = estimate, after
         self.started = time.perf_counter()
-        self.first: tuple[float, int] | None = None  # (time, step) of the first training report
-        self.last: tuple[float, int] | None = None
+        self.times: list[float] = []  # of the training reports, from the first
+        self.steps: list[int] = []
         self.trained_at: float | None = None  # when the last step was reported
+        self.measured: tuple[float, float] = (-1e9, 1.0)  # (when, factor)
 
     def report(self, step: int, total: int) -> None:
         """A report of the trainer: ``step`` of ``total`` done, now (step 0: not begun)."""
-        if step <= 0:
+        if step <= 0 or (self.steps and step <= self.steps[-1]):
             return
         now = time.perf_counter()
-        if self.first is None:
-            self.first = (now, step)
-        self.last = (now, step)
+        self.times.append(now)
+        self.steps.append(step)
         if step >= total and self.trained_at is None:
             self.trained_at = now
 
     def factor(self) -> float:
-        """This run's measured pace over the model's (1 until enough of it is measured)."""
-        if self.first is None or self.last is None:
+        """This run's pace over the model's, measured over the later half of the steps done
+        since the first report, one-off spikes left out (1 until enough of it is measured)."""
+        now = time.perf_counter()
+        if now - self.measured[0] >= self.REFRESH:
+            self.measured = (now, self._measure())
+        return self.measured[1]
+
+    def _measure(self) -> float:
+        if not self.steps:
             return 1.0
-        (t0, s0), (t1, s1) = self.first, self.last
-        if s1 - s0 < self.MIN_STEPS or t1 - t0 < self.MIN_SECONDS:
+        middle = bisect.bisect_left(self.steps, (self.steps[0] + self.steps[-1]) / 2)
+        middle = min(middle, max(0, len(self.steps) - 1 - self.MIN_STEPS))
+        if self.steps[-1] - self.steps[middle] < self.MIN_STEPS \
+                or self.times[-1] - self.times[middle] < self.MIN_SECONDS:
             return 1.0
-        return (t1 - t0) / (s1 - s0) / max(self.estimate.step, 1e-9)
+        spans = [(self.times[i] - self.times[i - 1], self.steps[i] - self.steps[i - 1])
+                 for i in range(middle + 1, len(self.steps))]
+        typical = statistics.median(seconds / steps for seconds, steps in spans)
+        kept = [(seconds, steps) for seconds, steps in spans
+                if seconds <= self.SPIKE * typical * steps]
+        seconds, steps = sum(s for s, _ in kept), sum(n for _, n in kept)
+        return seconds / steps / max(self.estimate.step, 1e-9)
 
     def left(self) -> float:
         """The seconds left now, never below zero."""
         now = time.perf_counter()
         later = self.after.seconds if self.after else 0.0
-        if self.first is None:  # not a step yet: the model's estimate
+        if not self.steps:  # not a step yet: the model's estimate
             return max(0.0, self.estimate.seconds - (now - self.started)) + later
         factor = self.factor()
         if self.trained_at is not None:
             return max(0.0, factor * (self.estimate.tail + later) - (now - self.trained_at))
-        steps_left = max(0, self.estimate.steps - self.last[1])
+        steps_left = max(0, self.estimate.steps - self.steps[-1])
         return factor * (steps_left * self.estimate.step + self.estimate.tail + later)
 
     def relay(self, progress: Callable[[Any], None]) -> Callable[[Any], None]:

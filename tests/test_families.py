@@ -4,7 +4,6 @@ forged hyper-parameters refused."""
 from __future__ import annotations
 
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from inrcodec.models import FAMILIES
 from inrcodec.models.dct import DctHead, zigzag
 from inrcodec.models.tiling import Tiling
 
-from .helpers import FAST, crop
+from .helpers import FAST, crop, reseal
 
 #: Options per family for a 48 x 64 crop at 3 bpp, 500 steps; the residual family gets a grid
 #: small enough to matter on so small an image.
@@ -89,9 +88,6 @@ def test_info_shows_the_hyper_parameters(family_result):
     for key in inrcodec.info(result.data)["hparams"]:
         assert f"{key}=" in out
 
-
-def reseal(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def forge(data: bytes, field: str, value) -> bytes:

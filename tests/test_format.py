@@ -14,13 +14,10 @@ import inrcodec
 from inrcodec.bitstream import load_model
 from inrcodec.errors import InrFormatError
 
+from .helpers import reseal
+
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def reseal(body: bytes) -> bytes:
-    """Append a valid checksum, as a forger would."""
-    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def read_fully(data: bytes) -> None:

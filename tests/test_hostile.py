@@ -26,18 +26,11 @@ from inrcodec.models import get_family
 from inrcodec.quantize import TensorQuant
 from inrcodec_cli.main import app
 
+from .helpers import reseal, with_size
+
 GOLDEN = Path(__file__).resolve().parent / "golden"
 GIB = 1 << 30
 
-
-def reseal(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
-def with_size(data: bytes, width: int, height: int) -> bytes:
-    body = bytearray(data[:-4])
-    body[4:8] = struct.pack("<HH", width, height)
-    return reseal(bytes(body))
 
 
 def latent_hparams(levels=1, channels=2) -> dict:

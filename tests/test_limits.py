@@ -14,18 +14,8 @@ import inrcodec
 from inrcodec import decoder, limits
 from inrcodec_cli.main import app
 
-from .helpers import FAST, crop
+from .helpers import FAST, crop, reseal, with_size
 
-
-def reseal(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
-def with_size(data: bytes, width: int, height: int) -> bytes:
-    """The file with its header's image size replaced (and a valid checksum)."""
-    body = bytearray(data[:-4])
-    body[4:8] = struct.pack("<HH", width, height)
-    return reseal(bytes(body))
 
 
 @pytest.fixture(scope="module")
