@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import functools
 import struct
 import sys
 from dataclasses import dataclass
@@ -54,11 +55,13 @@ class RansError(ValueError):
 
 @dataclass(frozen=True)
 class Table:
-    """Frequencies of the symbols -qmax..qmax (index i is symbol i - qmax)."""
+    """Frequencies of the symbols -qmax..qmax (index i is symbol i - qmax); immutable, so that
+    the geometric tables, which a decode rebuilds for every tensor and class, are made once
+    (:meth:`geometric`)."""
 
     qmax: int
-    freq: list[int]
-    cum: list[int]
+    freq: tuple[int, ...]
+    cum: tuple[int, ...]
 
     @classmethod
     def from_weights(cls, qmax: int, weights: np.ndarray) -> Table:
@@ -75,23 +78,16 @@ class Table:
             freq = 1 + weights * (TOTAL - n) // total
         freq[int(np.argmax(weights))] += TOTAL - int(freq.sum())
         cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
-        return cls(qmax, freq.tolist(), cum.tolist())
+        return cls(qmax, tuple(freq.tolist()), tuple(cum.tolist()))
 
-    @classmethod
-    def geometric(cls, qmax: int, ratio: int) -> Table:
+    @staticmethod
+    def geometric(qmax: int, ratio: int) -> Table:
         """The two-sided geometric distribution p(q) ~ (ratio / 2**16) ** |q| on -qmax..qmax,
-        with weights w(0) = 2**32, w(k) = floor(w(k - 1) * ratio / 2**16)."""
+        with weights w(0) = 2**32, w(k) = floor(w(k - 1) * ratio / 2**16) (made once for each
+        (qmax, ratio): a ratio near 1 takes a loop over every magnitude)."""
         if not 0 <= ratio < RATIO_ONE:
             raise ValueError(f"ratio must be in [0, {RATIO_ONE}), not {ratio}")
-        half = [0] * (qmax + 1)
-        w = 1 << 32
-        for k in range(qmax + 1):
-            if w == 0:
-                break
-            half[k] = w
-            w = (w * ratio) >> 16
-        magnitudes = np.array(half, dtype=np.int64)
-        return cls.from_weights(qmax, np.concatenate([magnitudes[:0:-1], magnitudes]))
+        return _geometric(qmax, ratio)
 
     def lookup(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The frequencies and cumulative frequencies (int64, flat) of ``symbols``."""
@@ -104,6 +100,19 @@ class Table:
         freq = np.asarray(self.freq, dtype=np.float64)
         counts = np.bincount(symbols.astype(np.int64) + self.qmax, minlength=freq.size)
         return float(np.sum(counts * (PRECISION - np.log2(freq))))
+
+
+@functools.lru_cache(maxsize=512)
+def _geometric(qmax: int, ratio: int) -> Table:
+    half = [0] * (qmax + 1)
+    w = 1 << 32
+    for k in range(qmax + 1):
+        if w == 0:
+            break
+        half[k] = w
+        w = (w * ratio) >> 16
+    magnitudes = np.array(half, dtype=np.int64)
+    return Table.from_weights(qmax, np.concatenate([magnitudes[:0:-1], magnitudes]))
 
 
 def encode_symbols(freqs: list[np.ndarray], cums: list[np.ndarray]) -> bytes:
@@ -176,10 +185,13 @@ def decode_with(reader: Reader, count: int, table: Table) -> np.ndarray:
     """The next ``count`` symbols of ``reader``'s stream, all of ``table``."""
     freq, cum, qmax = table.freq, table.cum, table.qmax
     x, words, pos, n_words = reader.x, reader.words, reader.pos, len(reader.words)
-    symbols = array.array("i", bytes(4 * count))
+    # Pages of the output are touched only as symbols are decoded: a stream that fails early
+    # costs memory for what it decoded, not for what its header declared.
+    symbols = np.empty(count, dtype=np.int32)
     for start in range(0, count, CHECK_EVERY):
         stop = min(start + CHECK_EVERY, count)
-        for j in range(start, stop):
+        chunk = [0] * (stop - start)
+        for j in range(stop - start):
             slot = x & SLOT_MASK
             i = bisect.bisect_right(cum, slot) - 1
             x = freq[i] * (x >> PRECISION) + slot - cum[i]
@@ -188,10 +200,11 @@ def decode_with(reader: Reader, count: int, table: Table) -> np.ndarray:
                     raise RansError("the stream is cut short")
                 x = (x << WORD) | words[pos]
                 pos += 1
-            symbols[j] = i - qmax
+            chunk[j] = i - qmax
+        symbols[start:stop] = chunk
         reader.x, reader.pos = x, pos
         reader.check_room(stop - start)
-    return np.frombuffer(symbols, dtype=np.int32)
+    return symbols
 
 
 def decode(stream: bytes, streams: list[tuple[int, Table]]) -> list[np.ndarray]:

@@ -86,10 +86,10 @@ def test_rans_is_within_bytes_of_its_model_and_shorter_than_zstd():
 def test_geometric_table_is_exact_integer_arithmetic():
     # ratio 1/2: weights 2^30, 2^31, 2^32, 2^31, 2^30 of 10 * 2^30, scaled to 2^24 - 5, plus one
     table = rans.Table.geometric(2, 1 << 15)
-    assert table.freq == [1677722, 3355443, 6710886, 3355443, 1677722]
+    assert table.freq == (1677722, 3355443, 6710886, 3355443, 1677722)
     assert sum(table.freq) == rans.TOTAL and table.cum[0] == 0
     # a ratio of 0 leaves the other symbols codable at frequency 1
-    assert rans.Table.geometric(3, 0).freq == [1, 1, 1, rans.TOTAL - 6, 1, 1, 1]
+    assert rans.Table.geometric(3, 0).freq == (1, 1, 1, rans.TOTAL - 6, 1, 1, 1)
 
 
 def test_extreme_symbols_round_trip():
