@@ -1,9 +1,9 @@
-"""inrcodec: images stored as the quantised weights of small sine-activated networks.
+"""inrcodec: a neural image codec, an image stored as a small network fitted to it.
 
 The pipeline, one module per stage (docs/architecture.md)::
 
     imageio (load, validate) -> color (transform) -> fit (train a models.* family)
-        -> quantize -> entropy (rANS or zstd) -> container (.inr bytes)
+        -> quantize -> entropy (rANS with a context model, or zstd) -> container (.inr bytes)
 
 with :mod:`.options` (what an encode is asked for), :mod:`.presets` (efforts) and
 :mod:`.ratecontrol` (budget to model shape and quantisers) around it, and back through
