@@ -219,17 +219,26 @@ class ContextCoder(Coder):
             raise InrFormatError("payload is too short for its tensors' models")
         try:
             reader = rans.Reader(raw[head:], sum(math.prod(s) for s in shapes))
-            out, offset = [], 0
+            models, offset = [], 0
             for shape, b in zip(shapes, bits):
                 if len(shape) == 3:
                     weights, ratios = context.read_model(raw, offset)
                     offset += context.MODEL_BYTES
-                    out.append(context.decode_planes(reader, shape, qmax(b), weights, ratios))
+                    tables = context.residual_tables(qmax(b), ratios)
+                    models.append((weights, ratios, min(t.least_bits() for t in tables)))
                 else:
                     (ratio,) = struct.unpack_from("<H", raw, offset)
                     offset += 2
                     table = rans.Table.geometric(qmax(b), ratio)
-                    out.append(rans.decode_with(reader, math.prod(shape), table))
+                    models.append((None, table, table.least_bits()))
+            reader.check_length(sum(math.prod(s) * least for s, (_, _, least)
+                                    in zip(shapes, models)))
+            out = []
+            for shape, b, (weights, model, _) in zip(shapes, bits, models):
+                if weights is not None:
+                    out.append(context.decode_planes(reader, shape, qmax(b), weights, model))
+                else:
+                    out.append(rans.decode_with(reader, math.prod(shape), model))
             reader.finish()
         except rans.RansError as exc:
             raise InrFormatError(f"payload does not decode: {exc}") from None

@@ -17,6 +17,10 @@ arithmetic, so every platform builds the same tables and decodes the same symbol
   :func:`most_words`) out of the state and the words, so a decoder checks, every row of symbols
   or CHECK_EVERY of them, that the words left fit the symbols left; a stream padded with
   surplus words fails there, before they are read.
+- Too few words are found before the first symbol: a symbol takes at least some bits out of the
+  state, however likely (:meth:`Table.least_bits`), so symbols that declare more than the state
+  and the words can give (:func:`least_words`) cannot all decode; a header forged to claim more
+  symbols than its stream holds fails at once, not after decoding those it can.
 
 Why our own rather than a library's: the stream is part of the `.inr` format, documented byte by
 byte in docs/format.md and decoded by every future version from old files, so its layout and
@@ -29,6 +33,7 @@ from __future__ import annotations
 import array
 import bisect
 import functools
+import math
 import struct
 import sys
 from dataclasses import dataclass
@@ -47,6 +52,11 @@ EMIT_BOUND = (LOW >> PRECISION) << WORD
 RATIO_ONE = 1 << 16
 #: Symbols decoded between two checks that the words left fit the symbols left.
 CHECK_EVERY = 4096
+#: At a state of at least LOW, floor(x / 2^PRECISION) is at least this share of x / 2^PRECISION
+#: short: decoding keeps at most x (1 - g (1 - FLOOR_SLACK)) of a state x for a symbol whose
+#: frequency is 2^PRECISION (1 - g), and a word read into a state left at x' >= LOW / 2^PRECISION
+#: gives at most WORD + log2(1 + FLOOR_SLACK) bits.
+FLOOR_SLACK = TOTAL / LOW
 
 
 class RansError(ValueError):
@@ -94,6 +104,12 @@ class Table:
         index = symbols.ravel().astype(np.int64) + self.qmax
         return (np.asarray(self.freq, dtype=np.int64)[index],
                 np.asarray(self.cum, dtype=np.int64)[index])
+
+    def least_bits(self) -> float:
+        """The fewest bits that decoding a symbol of this table takes out of a state of at
+        least LOW (its likeliest symbol's; 0 for a table of one symbol)."""
+        g = (TOTAL - max(self.freq)) / TOTAL
+        return -math.log1p(-g * (1 - FLOOR_SLACK)) / math.log(2)
 
     def bits(self, symbols: np.ndarray) -> float:
         """The ideal code length of ``symbols`` under this table, in bits."""
@@ -146,6 +162,15 @@ def most_words(symbols: int) -> int:
     return (symbols * PRECISION + symbols // 64 + 1 + 2 * WORD) // WORD
 
 
+def least_words(bits: float) -> int:
+    """The fewest 32-bit words of a stream whose symbols take at least ``bits`` bits out of it
+    (:meth:`Table.least_bits` of each): its initial state holds fewer than 2 * WORD - 1 bits,
+    its final state (LOW) keeps WORD - 1, and each word gives at most WORD + log2(1 +
+    FLOOR_SLACK) bits. A bit and a part in 10^9 are given away, for the rounding of floats."""
+    need = bits * (1 - 1e-9) - WORD - 1
+    return max(0, math.ceil(need / (WORD + math.log2(1 + FLOOR_SLACK))))
+
+
 class Reader:
     """A stream being decoded: the state ``x``, the words and the next word's position.
     :func:`decode` runs it over tables; a context model (:mod:`.context`) runs the same three
@@ -166,6 +191,15 @@ class Reader:
         if not LOW <= self.x < LOW << WORD:
             raise RansError("the stream's initial state is out of range")
         self.check_room(0)
+
+    def check_length(self, least_bits: float) -> None:
+        """Raise RansError if the words are too few for symbols that take at least
+        ``least_bits`` bits out of the stream (:func:`least_words`): checked before the first
+        symbol, so a stream cut short for its symbols fails before any is decoded."""
+        need = least_words(least_bits)
+        if len(self.words) - self.pos < need:
+            raise RansError(f"the stream is cut short: its {len(self.words) - self.pos} words "
+                            f"cannot hold {self.left} symbols, which need at least {need}")
 
     def check_room(self, decoded: int) -> None:
         """Count ``decoded`` more symbols as decoded; raise RansError if the words left are more
@@ -211,6 +245,7 @@ def decode(stream: bytes, streams: list[tuple[int, Table]]) -> list[np.ndarray]:
     """The symbols of each (count, table) pair; raises RansError unless the stream is exactly
     one that :func:`encode` wrote for these counts and tables."""
     reader = Reader(stream, sum(count for count, _ in streams))
+    reader.check_length(sum(count * table.least_bits() for count, table in streams))
     out = [decode_with(reader, count, table) for count, table in streams]
     reader.finish()
     return out

@@ -191,6 +191,34 @@ def test_the_room_check_never_refuses_a_stream_the_coder_wrote():
         rans.decode(stream + bytes(4 * 2000), [(5000, table)])
 
 
+@pytest.mark.parametrize("name", ["latent", "latent-context"])
+def test_a_stream_too_short_for_its_symbols_fails_before_any_is_decoded(name):
+    # A golden file whose header claims an 8192x4096 image: its stream of a few hundred words
+    # cannot hold the tens of millions of latents' least bits, so it fails before the first
+    # symbol (before, it decoded until its words ran out).
+    data = with_size((GOLDEN / f"{name}.inr").read_bytes(), 8192, 4096)
+    start = time.perf_counter()
+    with pytest.raises(inrcodec.InrFormatError, match="cut short: its .* words cannot hold"):
+        inrcodec.decode(data, size=(1, 1))
+    assert time.perf_counter() - start < 1
+
+
+@pytest.mark.parametrize("qmax, ratio", [(1, 1000), (3, 1000), (100, 20000), (127, 60000),
+                                         (1, 65535)])
+def test_the_length_check_never_refuses_a_stream_the_coder_wrote(qmax, ratio):
+    # The sparsest stream there is: every symbol its table's likeliest; the bound is within a
+    # few percent of its words, and never above them, at any length.
+    import numpy as np
+    table = rans.Table.geometric(qmax, ratio)
+    for n in (1, 7, 300, 5000):
+        stream = rans.encode([(np.zeros(n, dtype=np.int64), table)])
+        words = (len(stream) - 8) // 4
+        assert words * 0.95 - 2 <= rans.least_words(n * table.least_bits()) <= words
+        assert not rans.decode(stream, [(n, table)])[0].any()
+    with pytest.raises(rans.RansError, match="cut short"):
+        rans.decode(stream[:-8], [(5000, table)])
+
+
 # -- case 3: an endless input ---------------------------------------------------------------
 @pytest.mark.parametrize("args", [("info", "/dev/zero"), ("decode", "/dev/zero", "-o", "z.png"),
                                   ("encode", "/dev/zero", "-o", "z.inr"), ("info", "-")])
