@@ -371,17 +371,19 @@ def test_a_report_against_another_reference_with_ms_ssim_bd_rates_and_compressai
     assert "BD-rate vs AVIF" in text and "| JPEG 4:2:0 |" in text
 
 
-def test_a_short_fuzz_run_finds_nothing():
-    # benchmarks/fuzz_decoder.py: structure-aware mutants of the golden files of every family,
-    # CRC recomputed, read and decoded at four sizes; only the two documented errors may come
-    # out (docs/security.md has the long runs).
+@pytest.mark.parametrize("family", ["all", "latent"])
+def test_a_short_fuzz_run_finds_nothing(family):
+    # benchmarks/fuzz_decoder.py: structure-aware mutants of the golden files of every family
+    # (or of the latent family's files, its coder's stream mutated inside its zstd frame), CRC
+    # recomputed, read and decoded at four sizes; only the two documented errors may come out
+    # (docs/security.md has the long runs).
     import importlib.util
     from pathlib import Path
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "fuzz_decoder.py"
     spec = importlib.util.spec_from_file_location("fuzz_decoder", path)
     fuzz = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fuzz)
-    result = fuzz.run_chunk(0, 300, seed=12345)
+    result = fuzz.run_chunk(0, 300, seed=12345, family=family)
     assert result["findings"] == [], result["findings"][:1]
     assert sum(result["outcomes"].values()) == 300
     assert result["outcomes"].get("decoded", 0) > 0  # mutants get past the checksum
