@@ -93,10 +93,13 @@ class Table:
     @staticmethod
     def geometric(qmax: int, ratio: int) -> Table:
         """The two-sided geometric distribution p(q) ~ (ratio / 2**16) ** |q| on -qmax..qmax,
-        with weights w(0) = 2**32, w(k) = floor(w(k - 1) * ratio / 2**16) (made once for each
-        (qmax, ratio): a ratio near 1 takes a loop over every magnitude)."""
+        with weights w(0) = 2**32, w(k) = floor(w(k - 1) * ratio / 2**16) (a ratio near 1
+        takes a loop over every magnitude, so the tables of small alphabets, which training
+        asks for again and again, are made once: :data:`CACHED_TABLES`)."""
         if not 0 <= ratio < RATIO_ONE:
             raise ValueError(f"ratio must be in [0, {RATIO_ONE}), not {ratio}")
+        if 2 * qmax + 1 <= CACHED_SYMBOLS:
+            return _cached_geometric(qmax, ratio)
         return _geometric(qmax, ratio)
 
     def lookup(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +121,14 @@ class Table:
         return float(np.sum(counts * (PRECISION - np.log2(freq))))
 
 
-@functools.lru_cache(maxsize=512)
+#: The geometric tables kept once made: at most CACHED_TABLES of them, each of at most
+#: CACHED_SYMBOLS symbols (two tuples of ints: under 20 MB in all), so that a process that
+#: decodes file after file does not grow with the tables they name (a table of a 16-bit
+#: tensor's 131,069 residuals takes about 6 MB; 512 of them, as a cache by count kept, 3 GB).
+CACHED_TABLES = 256
+CACHED_SYMBOLS = 1025
+
+
 def _geometric(qmax: int, ratio: int) -> Table:
     half = [0] * (qmax + 1)
     w = 1 << 32
@@ -129,6 +139,9 @@ def _geometric(qmax: int, ratio: int) -> Table:
         w = (w * ratio) >> 16
     magnitudes = np.array(half, dtype=np.int64)
     return Table.from_weights(qmax, np.concatenate([magnitudes[:0:-1], magnitudes]))
+
+
+_cached_geometric = functools.lru_cache(maxsize=CACHED_TABLES)(_geometric)
 
 
 def encode_symbols(freqs: list[np.ndarray], cums: list[np.ndarray]) -> bytes:

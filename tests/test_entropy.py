@@ -92,6 +92,21 @@ def test_geometric_table_is_exact_integer_arithmetic():
     assert rans.Table.geometric(3, 0).freq == (1, 1, 1, rans.TOTAL - 6, 1, 1, 1)
 
 
+def test_the_table_cache_is_bounded_by_its_size_not_by_its_count():
+    # A process that decodes file after file (hostile ones naming 16-bit tensors and any ratio)
+    # keeps only small tables: large ones are made each time, the same.
+    small = rans.Table.geometric(7, 40000)
+    assert rans.Table.geometric(7, 40000) is small
+    big = rans.Table.geometric(2 * 32767, 65000)
+    assert rans.Table.geometric(2 * 32767, 65000) is not big
+    assert rans.Table.geometric(2 * 32767, 65000) == big
+    for ratio in range(300):
+        rans.Table.geometric(500, ratio)
+    info = rans._cached_geometric.cache_info()
+    assert info.currsize <= rans.CACHED_TABLES
+    assert rans.CACHED_TABLES * rans.CACHED_SYMBOLS * 2 * 40 < 25 << 20  # tuples of ints
+
+
 def test_extreme_symbols_round_trip():
     qmax = (1 << 15) - 1
     symbols = [np.array([qmax, -qmax, 0, 0, 0, 1], dtype=np.int32),
