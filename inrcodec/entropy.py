@@ -225,12 +225,12 @@ class ContextCoder(Coder):
                     weights, ratios = context.read_model(raw, offset)
                     offset += context.MODEL_BYTES
                     tables = context.residual_tables(qmax(b), ratios)
-                    models.append((weights, ratios, min(t.least_bits() for t in tables)))
+                    models.append((weights, ratios, min(t.least_bits for t in tables)))
                 else:
                     (ratio,) = struct.unpack_from("<H", raw, offset)
                     offset += 2
                     table = rans.Table.geometric(qmax(b), ratio)
-                    models.append((None, table, table.least_bits()))
+                    models.append((None, table, table.least_bits))
             reader.check_length(sum(math.prod(s) * least for s, (_, _, least)
                                     in zip(shapes, models)))
             out = []

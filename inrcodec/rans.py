@@ -18,7 +18,7 @@ arithmetic, so every platform builds the same tables and decodes the same symbol
   or CHECK_EVERY of them, that the words left fit the symbols left; a stream padded with
   surplus words fails there, before they are read.
 - Too few words are found before the first symbol: a symbol takes at least some bits out of the
-  state, however likely (:meth:`Table.least_bits`), so symbols that declare more than the state
+  state, however likely (:attr:`Table.least_bits`), so symbols that declare more than the state
   and the words can give (:func:`least_words`) cannot all decode; a header forged to claim more
   symbols than its stream holds fails at once, not after decoding those it can.
 
@@ -98,9 +98,9 @@ class Table:
         asks for again and again, are made once: :data:`CACHED_TABLES`)."""
         if not 0 <= ratio < RATIO_ONE:
             raise ValueError(f"ratio must be in [0, {RATIO_ONE}), not {ratio}")
-        if 2 * qmax + 1 <= CACHED_SYMBOLS:
-            return _cached_geometric(qmax, ratio)
-        return _geometric(qmax, ratio)
+        if 2 * qmax + 1 <= SMALL_SYMBOLS:
+            return _small_geometric(qmax, ratio)
+        return _large_geometric(qmax, ratio)
 
     def lookup(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The frequencies and cumulative frequencies (int64, flat) of ``symbols``."""
@@ -108,6 +108,7 @@ class Table:
         return (np.asarray(self.freq, dtype=np.int64)[index],
                 np.asarray(self.cum, dtype=np.int64)[index])
 
+    @functools.cached_property
     def least_bits(self) -> float:
         """The fewest bits that decoding a symbol of this table takes out of a state of at
         least LOW (its likeliest symbol's; 0 for a table of one symbol)."""
@@ -121,12 +122,13 @@ class Table:
         return float(np.sum(counts * (PRECISION - np.log2(freq))))
 
 
-#: The geometric tables kept once made: at most CACHED_TABLES of them, each of at most
-#: CACHED_SYMBOLS symbols (two tuples of ints: under 20 MB in all), so that a process that
-#: decodes file after file does not grow with the tables they name (a table of a 16-bit
-#: tensor's 131,069 residuals takes about 6 MB; 512 of them, as a cache by count kept, 3 GB).
-CACHED_TABLES = 256
-CACHED_SYMBOLS = 1025
+#: The geometric tables kept once made, bounded by their size, so that a process that decodes
+#: file after file does not grow with the tables they name (a table of the 131,069 residuals of
+#: a 16-bit grid takes about 6 MB as two tuples of ints; 512 of them, as a cache by count kept,
+#: 3 GB): the last SMALL_TABLES of up to SMALL_SYMBOLS symbols (about 13 MB at most), and the
+#: last LARGE_TABLES of more (about 50 MB; one file's synthesis tensors of 12-16 bits name a few).
+SMALL_TABLES, SMALL_SYMBOLS = 256, 1025
+LARGE_TABLES = 8
 
 
 def _geometric(qmax: int, ratio: int) -> Table:
@@ -141,7 +143,8 @@ def _geometric(qmax: int, ratio: int) -> Table:
     return Table.from_weights(qmax, np.concatenate([magnitudes[:0:-1], magnitudes]))
 
 
-_cached_geometric = functools.lru_cache(maxsize=CACHED_TABLES)(_geometric)
+_small_geometric = functools.lru_cache(maxsize=SMALL_TABLES)(_geometric)
+_large_geometric = functools.lru_cache(maxsize=LARGE_TABLES)(_geometric)
 
 
 def encode_symbols(freqs: list[np.ndarray], cums: list[np.ndarray]) -> bytes:
@@ -177,7 +180,7 @@ def most_words(symbols: int) -> int:
 
 def least_words(bits: float) -> int:
     """The fewest 32-bit words of a stream whose symbols take at least ``bits`` bits out of it
-    (:meth:`Table.least_bits` of each): its initial state holds fewer than 2 * WORD - 1 bits,
+    (:attr:`Table.least_bits` of each): its initial state holds fewer than 2 * WORD - 1 bits,
     its final state (LOW) keeps WORD - 1, and each word gives at most WORD + log2(1 +
     FLOOR_SLACK) bits. A bit and a part in 10^9 are given away, for the rounding of floats."""
     need = bits * (1 - 1e-9) - WORD - 1
@@ -258,7 +261,7 @@ def decode(stream: bytes, streams: list[tuple[int, Table]]) -> list[np.ndarray]:
     """The symbols of each (count, table) pair; raises RansError unless the stream is exactly
     one that :func:`encode` wrote for these counts and tables."""
     reader = Reader(stream, sum(count for count, _ in streams))
-    reader.check_length(sum(count * table.least_bits() for count, table in streams))
+    reader.check_length(sum(count * table.least_bits for count, table in streams))
     out = [decode_with(reader, count, table) for count, table in streams]
     reader.finish()
     return out

@@ -98,13 +98,17 @@ def test_the_table_cache_is_bounded_by_its_size_not_by_its_count():
     small = rans.Table.geometric(7, 40000)
     assert rans.Table.geometric(7, 40000) is small
     big = rans.Table.geometric(2 * 32767, 65000)
-    assert rans.Table.geometric(2 * 32767, 65000) is not big
-    assert rans.Table.geometric(2 * 32767, 65000) == big
+    assert rans.Table.geometric(2 * 32767, 65000) is big
     for ratio in range(300):
         rans.Table.geometric(500, ratio)
-    info = rans._cached_geometric.cache_info()
-    assert info.currsize <= rans.CACHED_TABLES
-    assert rans.CACHED_TABLES * rans.CACHED_SYMBOLS * 2 * 40 < 25 << 20  # tuples of ints
+        rans.Table.geometric(2 * 32767, 60000 + ratio)
+    assert rans.Table.geometric(2 * 32767, 65000) is not big  # long gone
+    assert rans.Table.geometric(2 * 32767, 65000) == big
+    assert rans._small_geometric.cache_info().currsize <= rans.SMALL_TABLES
+    assert rans._large_geometric.cache_info().currsize <= rans.LARGE_TABLES
+    # Two tuples of ints a table: about 47 bytes a symbol (6.2 MB for 131,069 symbols).
+    assert rans.SMALL_TABLES * rans.SMALL_SYMBOLS * 50 < 16 << 20
+    assert rans.LARGE_TABLES * (4 * 32767 + 1) * 50 < 64 << 20
 
 
 def test_extreme_symbols_round_trip():
