@@ -41,7 +41,7 @@ import torch
 from torch.func import functional_call, grad_and_value
 
 from .metrics import psnr_of_mse
-from .parallel import keep_freed_memory
+from .parallel import freed_memory_kept
 from .models.base import COLLAPSE_RATIO, FitTask, ImageModel
 from .presets import Schedule
 from .quantize import Quantiser, TensorQuant, choose, fake_quantize
@@ -544,10 +544,16 @@ def fit(model: ImageModel, target: torch.Tensor, schedule: Schedule, *, seed: in
     ``quantiser`` (default: 8 bits each).
 
     On return the model's weights are the dequantised values and ``report.quants`` maps each
-    stored tensor's name to its quantiser. The process's allocator keeps freed memory from here
-    on (:func:`~inrcodec.parallel.keep_freed_memory`: steadier and faster steps).
+    stored tensor's name to its quantiser. The process's allocator keeps freed memory while it
+    runs (:func:`~inrcodec.parallel.freed_memory_kept`: steadier and faster steps).
     """
-    keep_freed_memory()
+    with freed_memory_kept():
+        return _fit(model, target, schedule, seed, compile, quantiser, progress)
+
+
+def _fit(model: ImageModel, target: torch.Tensor, schedule: Schedule, seed: int,
+         compile: bool | None, quantiser: Quantiser | None,
+         progress: Callable[[Progress], None] | None) -> FitReport:
     generator = torch.Generator().manual_seed(seed)
     report = FitReport()
     reporter = _Reporter(progress, planned_steps(schedule))
