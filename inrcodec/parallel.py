@@ -125,14 +125,21 @@ MMAP_THRESHOLD, TRIM_THRESHOLD = 32 << 20, 64 << 20
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 
 
-def mallopt(settings: dict[int, int]) -> bool:
-    """Set glibc's allocator parameters (process-wide); False where the C library is not glibc."""
+def _glibc() -> Any:
+    """The C library, where it is glibc (None elsewhere)."""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
-        return all(libc.mallopt(param, value) == 1 for param, value in settings.items())
-    except (OSError, AttributeError):  # not glibc
-        return False
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def mallopt(settings: dict[int, int]) -> bool:
+    """Set glibc's allocator parameters (process-wide); False where the C library is not glibc."""
+    libc = _glibc()
+    return libc is not None and all(libc.mallopt(param, value) == 1
+                                    for param, value in settings.items())
 
 
 def _restore_malloc() -> None:
@@ -172,12 +179,7 @@ def freed_memory_kept() -> Iterator[None]:
         if kept:
             mallopt({M_MMAP_MAX: MMAP_MAX, M_MMAP_THRESHOLD: MMAP_THRESHOLD,
                      M_TRIM_THRESHOLD: TRIM_THRESHOLD})
-            _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    import ctypes
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+            _glibc().malloc_trim(0)
 
 
 def _on_worker(work: Callable[..., Any], args: tuple) -> Any:
