@@ -11,6 +11,7 @@ import torch
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.models.latent import MAX_UNIT_BITS, Latent, geometric_code, interpolation_taps
+from inrcodec.ratecontrol import LambdaController
 
 
 def model(height=20, width=28, upsampling=0, seed=0) -> Latent:
@@ -78,9 +79,9 @@ def test_the_dead_zone_brings_the_latents_within_their_planned_bits(coder):
 def test_the_controller_raises_lambda_over_the_planned_rate_and_lowers_it_under():
     net = model()
     bits = net.latent_bits()
-    net.plan_rate(bits / 8, "context")
+    net.plan_rate(bits / 8, "context", LambdaController(1e-3))
     for target, direction in ((0.5 * bits, 1), (2.0 * bits, -1)):
-        net.latent_bits_target = target
+        net.controller.target = target
         before = float(net.rate_lambda)
         net.control(100, 100)
         assert math.copysign(1, float(net.rate_lambda) - before) == direction
@@ -92,7 +93,7 @@ def test_the_controller_raises_lambda_over_the_planned_rate_and_lowers_it_under(
 @pytest.mark.parametrize("coder", ["rans", "context"])
 def test_calibration_measures_the_coders_bits_of_the_latents(coder):
     net = model()
-    net.plan_rate(1000.0, coder)
+    net.plan_rate(1000.0, coder, LambdaController(1e-3))
     net.calibrate()
     assert 0.5 <= net.calibration <= 1.5
     assert net.calibration != 1.0
@@ -121,3 +122,31 @@ def test_geometric_code_is_the_code_length_of_the_fitted_distribution():
     bits, unit = geometric_code(4, 3.0)
     assert bits == pytest.approx(expected) and unit == pytest.approx(-math.log2(r))
     assert geometric_code(5, 0.0) == (0.0, MAX_UNIT_BITS)
+
+
+@pytest.mark.parametrize("upsampling", [0, 1])
+def test_a_step_over_every_pixel_sees_the_function_the_decoder_renders(upsampling):
+    """An image no larger than the batch trains on every pixel at once (upsampled grids, not
+    gathered taps): the same function, to float rounding."""
+    net = model(upsampling=upsampling)
+    with torch.no_grad():
+        for g in net.latents:
+            g.copy_(torch.randint(-3, 4, g.shape).float())
+    ys = torch.arange(net.height) + 0.5
+    xs = torch.arange(net.width) + 0.5
+    banded = net._features_band(ys, xs, list(net.latents)).flatten(0, 1)
+    whole = torch.cat([net._upsampled(g, level).flatten(1)
+                       for level, g in enumerate(net.latents)]).T
+    assert whole.shape == banded.shape
+    assert torch.allclose(whole, banded, atol=1e-5)
+
+
+def test_the_lambda_controller_is_bounded_and_waits_while_the_rate_grows():
+    controller = LambdaController(1e-3, target=100.0)
+    assert controller.correct(10.0, 0.05) == 1e-3  # under the rate early: held
+    lowered = controller.correct(10.0, 0.5)
+    assert lowered == pytest.approx(1e-3 * math.exp(-LambdaController.STEP))
+    for _ in range(1000):
+        controller.correct(1e6, 0.5)
+    assert controller.value == pytest.approx(1e-3 * LambdaController.RANGE)
+    assert controller.correct(100.0, 0.9) == controller.value  # on target: unchanged

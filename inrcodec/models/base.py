@@ -153,10 +153,10 @@ class ImageModel(torch.nn.Module):
         """Read and validate what ``pack_extra`` wrote; raise InrFormatError if it is bad."""
         return {}
 
-    def plan_rate(self, payload_bytes: float, coder: str) -> None:
-        """Told by rate control, before fitting, the payload the file may spend and its entropy
-        coder (for a family that trades rate against distortion in training; the others ignore
-        it)."""
+    def plan_rate(self, payload_bytes: float, coder: str, controller) -> None:
+        """Told by rate control, before fitting, the payload the file may spend, its entropy
+        coder and the :class:`~..ratecontrol.LambdaController` that steers lambda to a rate (for
+        a family that trades rate against distortion in training; the others ignore it)."""
 
     @classmethod
     def validate_for_image(cls, hparams: dict, height: int, width: int, channels: int) -> None:

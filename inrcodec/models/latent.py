@@ -49,15 +49,10 @@ UPSAMPLING = Field("upsampling", "B", 0, 1, "interpolation of the grids: 0 bilin
 CHANNELS_PER_GRID = 2
 #: The fraction of training (at the end) in which the latents are rounded, straight-through.
 HARD_ROUNDING = 0.2
-#: lambda is only raised (when the latents cost more than planned) for this fraction of the
-#: steps (the latents start at zero, below any rate, and a controller would wind lambda down
-#: meanwhile); after it, it is corrected either way every
-#: CONTROL_EVERY steps by at most CONTROL_STEP in log(lambda), CONTROL_GAIN per relative error
-#: of the rate.
-CONTROL_FROM = 0.1
+#: lambda is corrected (by rate control's LambdaController) every CONTROL_EVERY steps, or more
+#: often in a short fit, so that it is corrected at least CONTROL_TIMES times.
 CONTROL_EVERY = 10
-CONTROL_STEP = 0.1
-CONTROL_GAIN = 2.0
+CONTROL_TIMES = 150
 #: The context model's mean weights are refitted to the latents every this many steps (the
 #: rate term's means and classes follow the latents every CONTROL_EVERY steps).
 REFIT_EVERY = 50
@@ -67,8 +62,6 @@ DEAD_ZONE_GROWTH = 1.15
 DEAD_ZONE_TRIES = 200
 #: When (fractions of the steps) the coder's real cost of the latents is measured.
 CALIBRATE_AT = (0.5, 0.8)
-#: How far (as a factor either way) lambda may move from its first guess.
-LAMBDA_RANGE = 30.0
 #: Bits per weight that the synthesis network is expected to cost (its steps are searched),
 #: its widest hidden layers, and the largest share of the budget's weights it is sized for.
 SYNTHESIS_BITS = 8.0
@@ -78,14 +71,6 @@ SYNTHESIS_SHARE = 0.15
 SYNTHESIS_LR = 0.3
 #: The most bits per unit magnitude that a grid's rate term charges (a grid of zeros).
 MAX_UNIT_BITS = 12.0
-
-
-def first_lambda(bpp: float) -> float:
-    """lambda's first guess for a rate: the slope dD/dR of a typical Kodak curve there (29.5 dB
-    at 0.5 bpp, 2 dB more per doubling: D = 10^(-PSNR / 10), dD/dR = -D * 2 ln 10 / (10 R ln 2)).
-    """
-    psnr = 29.5 + 2 * math.log2(max(bpp, 1e-3) / 0.5)
-    return 10 ** (-psnr / 10) * 2 * math.log(10) / (10 * max(bpp, 1e-3) * math.log(2))
 
 
 def geometric_code(count: int, total: float) -> tuple[float, float]:
@@ -206,7 +191,7 @@ class Latent(ImageModel):
         self.register_buffer("hard", torch.tensor(0.0), persistent=False)
         self.latent_bits_target: float | None = None
         self.code_weights: list[tuple[int, ...] | None] = [None] * self.levels
-        self.lambda_guess = 1e-3  # lambda's first guess for the planned rate (plan_rate)
+        self.controller = None  # rate control's LambdaController (plan_rate)
         self.coder = self.default_coder
         #: The coder's bits per estimated bit (:meth:`calibrate`).
         self.calibration = 1.0
@@ -279,12 +264,13 @@ class Latent(ImageModel):
         """Step 1 and just enough bits for each grid as it is."""
         return [with_step(g.detach(), 1.0) for g in self.latents]
 
-    def plan_rate(self, payload_bytes: float, coder: str) -> None:
+    def plan_rate(self, payload_bytes: float, coder: str, controller) -> None:
         synthesis = sum(p.numel() for p in self.synthesis.parameters()) * SYNTHESIS_BITS
         self.latent_bits_target = max(8.0 * payload_bytes - synthesis, 0.01 * self.pixels)
         self.coder = coder
-        self.lambda_guess = first_lambda(8.0 * payload_bytes / self.pixels)
-        self.rate_lambda.fill_(self.lambda_guess)
+        self.controller = controller
+        controller.target = self.latent_bits_target
+        self.rate_lambda.fill_(controller.value)
 
     @property
     def pixels(self) -> int:
@@ -308,16 +294,33 @@ class Latent(ImageModel):
             out.append(sum(rows[:, :, ix[:, b]] * wx[:, b] for b in range(ix.shape[1])))
         return torch.cat(out).permute(1, 2, 0)
 
+    def _upsampled(self, grid: torch.Tensor, level: int) -> torch.Tensor:
+        """A grid (C, h, w) at every pixel of the image (C, H, W): the same function as
+        :meth:`_features_band` (bilinear: PyTorch's, whose sample positions and border clamping
+        are the grid's)."""
+        if level == 0:
+            return grid
+        if self.bicubic:
+            c, h, w = grid.shape
+            iy, wy = interpolation_taps(torch.arange(self.height) + 0.5, h, 1 << level, True)
+            ix, wx = interpolation_taps(torch.arange(self.width) + 0.5, w, 1 << level, True)
+            rows = sum(grid[:, iy[:, a], :] * wy[:, a, None] for a in range(4))
+            return sum(rows[:, :, ix[:, b]] * wx[:, b] for b in range(4))
+        up = torch.nn.functional.interpolate(grid[None], scale_factor=1 << level,
+                                             mode="bilinear", align_corners=False)[0]
+        return up[:, :self.height, :self.width]
+
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         grids = [torch.round(g) for g in self.latents]  # integers, as stored
         return self.synthesis(self._features_band(ys, xs, grids))
 
     # -- fitting ------------------------------------------------------------------------------
     def forward(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training: the colour at the batch's pixels (given as their interpolation taps), with
-        the grids seen through ``noise`` (one uniform draw per latent) or rounding; and the rate
-        term of the loss (computed here, so that the trainer's functional call differentiates
-        it)."""
+        """Training: the colour at the batch's pixels (given as their interpolation taps; None
+        for every pixel of the image in rows, the step of an image no larger than the batch),
+        with the grids seen through ``noise`` (one uniform draw per latent) or rounding; and the
+        rate term of the loss (computed here, so that the trainer's functional call
+        differentiates it)."""
         taps_y, weights_y, taps_x, weights_x, noise = batch
         features, offset = [], 0
         for level, grid in enumerate(self.latents):
@@ -325,6 +328,9 @@ class Latent(ImageModel):
             seen = grid + (1 - self.hard) * noise[offset:offset + n].view_as(grid) \
                 + self.hard * (torch.round(grid) - grid).detach()
             offset += n
+            if taps_y is None:  # every pixel
+                features.append(self._upsampled(seen, level).flatten(1))
+                continue
             iy, wy, ix, wx = taps_y[level], weights_y[level], taps_x[level], weights_x[level]
             value = 0
             for a in range(iy.shape[1]):
@@ -378,20 +384,17 @@ class Latent(ImageModel):
 
     @torch.no_grad()
     def control(self, step: int, total: int) -> None:
-        """Between training steps: steer lambda towards the planned rate, and switch from noise
-        to rounding for the last HARD_ROUNDING of the steps."""
+        """Between training steps: steer lambda towards the planned rate (its controller told
+        the coder's bits of the rounded latents), and switch from noise to rounding for the
+        last HARD_ROUNDING of the steps."""
         self.hard.fill_(1.0 if step >= (1 - HARD_ROUNDING) * total else 0.0)
-        if step % CONTROL_EVERY or self.latent_bits_target is None:
+        every = max(1, min(CONTROL_EVERY, total // CONTROL_TIMES))
+        if step % every or self.controller is None:
             return
-        if step in {round(f * total) // CONTROL_EVERY * CONTROL_EVERY for f in CALIBRATE_AT}:
+        if step in {round(f * total) // every * every for f in CALIBRATE_AT}:
             self.calibrate()
-        bits = self.measure_code(refit=step % REFIT_EVERY == 0)
-        error = bits * self.calibration / self.latent_bits_target - 1
-        if error < 0 and step < CONTROL_FROM * total:
-            return  # still growing from zero: lowering lambda now would only wind it down
-        change = max(-CONTROL_STEP, min(CONTROL_STEP, CONTROL_GAIN * error))
-        guess, value = self.lambda_guess, float(self.rate_lambda) * math.exp(change)
-        self.rate_lambda.fill_(min(max(value, guess / LAMBDA_RANGE), guess * LAMBDA_RANGE))
+        bits = self.measure_code(refit=step % (REFIT_EVERY * every // CONTROL_EVERY) == 0)
+        self.rate_lambda.fill_(self.controller.correct(bits * self.calibration, step / total))
 
     def _start_rate_term(self) -> None:
         """The rate term's state, per latent: the mean its coder predicts and the bits a unit
@@ -417,7 +420,10 @@ class Latent(ImageModel):
         levels = self.levels
 
         def draw(generator: torch.Generator, batch: int) -> torch.Tensor:
-            """Rows, columns (exact in float32: sides are at most 16384) and the noise."""
+            """Rows, columns (exact in float32: sides are at most 16384) and the noise; only
+            the noise when a step takes every pixel."""
+            if batch >= h * w:
+                return torch.rand(n_latents, generator=generator) - 0.5
             y = torch.randint(0, h, (batch,), generator=generator).float()
             x = torch.randint(0, w, (batch,), generator=generator).float()
             noise = torch.rand(n_latents, generator=generator) - 0.5
@@ -425,6 +431,8 @@ class Latent(ImageModel):
 
         def assemble(data, draws):
             batch = (draws.numel() - n_latents) // 2
+            if batch == 0:
+                return (None, None, None, None, draws), data["target"]
             y, x = draws[:batch].long(), draws[batch:2 * batch].long()
             index = y * w + x
             taps = ([data[f"iy{level}"][y] for level in range(levels)],
