@@ -41,7 +41,7 @@ class EncodeOptions:
     #: ``fast``, ``default`` or ``best``: the family's training schedule and sizing.
     effort: str = "default"
     #: The rate target: bits per pixel, or a quality 1..100 (``ratecontrol.quality_to_bpp``);
-    #: neither means quality 50. The file lands at most 5% above the target.
+    #: neither means quality 50. The file lands at most 0.5% above the target.
     bpp: float | None = None
     quality: float | None = None
     #: A quality target instead: the smallest file found whose PSNR (dB, RGB) reaches it, by

@@ -47,7 +47,7 @@ from .options import EncodeOptions
 from .quantize import Quantiser, TensorQuant, choose, to_symbols, with_step
 
 #: The file never exceeds its budget by more than this factor.
-RATE_TOLERANCE = 1.05
+RATE_TOLERANCE = 1.005
 #: How far (as a factor either way) sensitivity may move a tensor's step from the median.
 MAX_SPREAD = 16.0
 
@@ -101,7 +101,8 @@ class RatePlan:
             return write(quants)
         tensors = {n: p.detach() for n, p in self.model.tensors()}
         try:
-            data, quants = fit_to_budget(tensors, quants, write, self.budget)
+            data, quants = fit_to_budget(tensors, quants, write, self.budget,
+                                         self.model.kept_quantisers)
         except ValueError as exc:
             bpp = 8 * self.budget / (self.model.height * self.model.width)
             raise RateTooLow(str(exc), bpp) from None
@@ -404,15 +405,18 @@ def shared_budget_quantiser(payload_budget: float, total: int, coder: str) -> Qu
 
 
 def fit_to_budget(tensors: dict[str, torch.Tensor], quants: dict[str, TensorQuant],
-                  serialise: Callable[[dict[str, TensorQuant]], bytes], budget: float
-                  ) -> tuple[bytes, dict[str, TensorQuant]]:
-    """Coarsen all quantisers together, 3% at a time, until the file is within tolerance."""
+                  serialise: Callable[[dict[str, TensorQuant]], bytes], budget: float,
+                  kept: frozenset[str] = frozenset()) -> tuple[bytes, dict[str, TensorQuant]]:
+    """Coarsen the quantisers together, 3% at a time, until the file is within tolerance: all
+    but ``kept`` (a latent family's integer grids), or all if that leaves none."""
     data = serialise(quants)
+    coarsened = [n for n in quants if n not in kept] or list(quants)
     factor = 1.0
     while len(data) > budget * RATE_TOLERANCE:
         factor *= 1.03
         if factor > 1e4:
             raise ValueError("cannot meet the rate target with this model")
-        quants = {n: with_step(tensors[n], q.step * 1.03) for n, q in quants.items()}
+        quants = {**quants, **{n: with_step(tensors[n], quants[n].step * 1.03)
+                               for n in coarsened}}
         data = serialise(quants)
     return data, quants

@@ -248,3 +248,16 @@ def test_a_dask_cluster_runs_the_jobs_with_the_bytes_of_the_local_pool(dataset, 
     assert len(files) == 4
     assert all((local / "cache" / f).read_bytes() == (cluster / "cache" / f).read_bytes()
                for f in files)
+
+
+def test_the_pchip_bd_rate_agrees_on_straight_curves_and_refuses_a_falling_one():
+    # PSNR linear in log-rate: both interpolations are exact, -50% at half the rate.
+    reference = [(0.25, 28.0), (0.5, 30.0), (1.0, 32.0), (2.0, 34.0)]
+    test = [(r / 2, d) for r, d in reference]
+    assert bd_rate(test, reference, "pchip") == pytest.approx(-50.0, abs=1e-9)
+    # A bend between points: the cubic fit and the monotone interpolation differ, both finite.
+    bent = [(0.25, 28.0), (0.5, 31.5), (1.0, 32.0), (2.0, 34.0)]
+    assert bd_rate(bent, reference, "pchip") != pytest.approx(bd_rate(bent, reference))
+    assert bd_rate(bent, reference, "pchip") < 0
+    falling = [(0.25, 28.0), (0.5, 27.0), (1.0, 32.0)]
+    assert bd_rate(falling, reference, "pchip") is None

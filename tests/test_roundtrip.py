@@ -32,13 +32,13 @@ def test_reported_size_is_the_whole_file(encoded, image):
 
 
 def test_bpp_lands_within_the_promised_bound(encoded):
-    assert 0.85 * 2.0 <= encoded.bpp <= 1.05 * 2.0
+    assert 0.85 * 2.0 <= encoded.bpp <= 1.005 * 2.0
 
 
 @pytest.mark.parametrize("bpp", [1.0, 4.0])
 def test_bpp_bound_at_other_rates(image, bpp):
     result = inrcodec.compress(image, bpp=bpp, steps=100, **FAST)
-    assert 0.8 * bpp <= result.bpp <= 1.05 * bpp
+    assert 0.8 * bpp <= result.bpp <= 1.005 * bpp
 
 
 def test_scale_two_doubles_both_sides(encoded, image):

@@ -165,11 +165,13 @@ def fmt(value, digits=2, suffix="") -> str:
 FEW_POINTS = 3
 
 
-def per_image_bd_rates(rows: list[dict], reference: str = REFERENCE) -> dict[str, float]:
+def per_image_bd_rates(rows: list[dict], reference: str = REFERENCE,
+                       interpolation: str = "cubic") -> dict[str, float]:
     """Per codec, the mean over images of each image's BD-rate against ``reference`` on that
     image (settings measured on every image, as the mean curves use; images without overlap
-    left out). Mean curves hide how a typical image fares: a codec far ahead on a few images
-    and behind on most can still lead on them."""
+    left out), with ``interpolation`` as :func:`~.bdrate.bd_rate`'s. Mean curves hide how a
+    typical image fares: a codec far ahead on a few images and behind on most can still lead
+    on them."""
     curves: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     images = {r["image"] for r in rows}
     complete = {key for key, group in _groups(rows).items()
@@ -181,7 +183,7 @@ def per_image_bd_rates(rows: list[dict], reference: str = REFERENCE) -> dict[str
     for codec, per_image in curves.items():
         if codec == reference or reference not in curves:
             continue
-        values = [bd_rate(points, curves[reference][image])
+        values = [bd_rate(points, curves[reference][image], interpolation)
                   for image, points in per_image.items() if image in curves[reference]]
         values = [v for v in values if v is not None]
         if values:
@@ -198,21 +200,27 @@ def _groups(rows: list[dict]) -> dict[tuple[str, float], list[dict]]:
 
 
 def summary_table(curves: list[Curve], reference: Curve | None,
-                  per_image: dict[str, float] | None = None) -> str:
-    """The summary: PSNR at the usual rates, BD-rate and BD-PSNR against ``reference`` on the
-    mean curves (marked * where a curve has fewer than FEW_POINTS points: a straight-line fit),
-    the BD-rate on MS-SSIM (in dB), and, given ``per_image``, the mean of the per-image
-    BD-rates."""
+                  per_image: dict[str, float] | None = None,
+                  per_image_pchip: dict[str, float] | None = None) -> str:
+    """The summary: PSNR at the usual rates, BD-rate (cubic fit and monotone PCHIP) and BD-PSNR
+    against ``reference`` on the mean curves (marked * where a curve has fewer than FEW_POINTS
+    points: a straight-line fit), the BD-rate on MS-SSIM (in dB), and, given ``per_image``
+    (and ``per_image_pchip``), the mean of the per-image BD-rates."""
     versus = f"vs {reference.label}" if reference else "vs reference"
     head = ["codec", "points", "bpp range"] + [f"PSNR @ {r} bpp" for r in RATES] + [
-        f"BD-rate {versus}", f"BD-PSNR {versus}", f"BD-rate (MS-SSIM) {versus}"]
+        f"BD-rate {versus}", f"BD-rate {versus} (PCHIP)", f"BD-PSNR {versus}",
+        f"BD-rate (MS-SSIM) {versus}"]
     if per_image is not None:
         head.append(f"BD-rate {versus}, mean per image")
+    if per_image_pchip is not None:
+        head.append(f"BD-rate {versus}, mean per image (PCHIP)")
     head += ["median encode s", "median decode s", "peak memory MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in curves:
         rd = c.rd()
         bdr = bd_rate(rd, reference.rd()) if reference and c is not reference else None
+        pchip = bd_rate(rd, reference.rd(), "pchip") \
+            if reference and c is not reference else None
         bdp = bd_psnr(rd, reference.rd()) if reference and c is not reference else None
         bdm = bd_rate(c.rd_msssim(), reference.rd_msssim()) \
             if reference and c is not reference else None
@@ -220,13 +228,17 @@ def summary_table(curves: list[Curve], reference: Curve | None,
         cells = [c.label, str(len(rd)), f"{rd[0][0]:.3f}-{rd[-1][0]:.3f}" if rd else "-"]
         cells += [fmt(psnr_at(rd, r)) for r in RATES]
         if c is reference:
-            cells += ["(reference)"] * (3 + (per_image is not None))
+            cells += ["(reference)"] * (4 + (per_image is not None)
+                                        + (per_image_pchip is not None))
         else:
             cells += [fmt(bdr, 1, "%") + (few if bdr is not None else ""),
+                      fmt(pchip, 1, "%"),
                       fmt(bdp, 2, " dB") + (few if bdp is not None else ""),
                       fmt(bdm, 1, "%") + (few if bdm is not None else "")]
             if per_image is not None:
                 cells.append(fmt(per_image.get(c.codec), 1, "%"))
+            if per_image_pchip is not None:
+                cells.append(fmt(per_image_pchip.get(c.codec), 1, "%"))
         cells += [fmt(c.encode_seconds, 3 if (c.encode_seconds or 0) < 1 else 1),
                   fmt(c.decode_seconds, 3), fmt(c.peak_memory_mb, 0)]
         lines.append("| " + " | ".join(cells) + " |")

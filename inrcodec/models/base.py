@@ -133,6 +133,10 @@ class ImageModel(torch.nn.Module):
         self.extra = dict(extra or {})
 
     # -- what is stored -------------------------------------------------------------------
+    #: Stored tensors whose quantisers rate control keeps when it coarsens the others to meet
+    #: the budget (a latent family's integer grids).
+    kept_quantisers: frozenset[str] = frozenset()
+
     def tensors(self) -> list[tuple[str, torch.nn.Parameter]]:
         """The stored weight tensors in file order (the order of ``named_parameters``)."""
         return list(self.named_parameters())
