@@ -150,18 +150,24 @@ class LambdaController:
     STEP = 0.05
     FROM = 0.1
     RANGE = 30.0
+    #: A fit with fewer corrections than this may move lambda as far in all: each correction's
+    #: largest step is STEP times CORRECTIONS over their number (a fast encode's 30: 0.25).
+    CORRECTIONS = 150
 
     def __init__(self, guess: float, target: float = 1.0):
         #: lambda's first guess and its present value; the rate to meet, in the family's unit
         #: (the family sets it when it plans its rate).
         self.guess, self.value, self.target = guess, guess, target
 
-    def correct(self, measured: float, fraction: float) -> float:
-        """lambda after a measurement of the rate ``fraction`` of the way through the fit."""
+    def correct(self, measured: float, fraction: float, corrections: int = CORRECTIONS
+                ) -> float:
+        """lambda after a measurement of the rate ``fraction`` of the way through a fit of
+        ``corrections`` corrections."""
         error = math.log(max(measured, 1e-9) / self.target)
         if error < 0 and fraction < self.FROM:
             return self.value  # still growing from zero: lowering lambda would only wind it
-        change = max(-self.STEP, min(self.STEP, self.GAIN * error))
+        largest = self.STEP * max(1.0, self.CORRECTIONS / max(corrections, 1))
+        change = max(-largest, min(largest, self.GAIN * error))
         value = self.value * math.exp(change)
         self.value = min(max(value, self.guess / self.RANGE), self.guess * self.RANGE)
         return self.value

@@ -415,7 +415,8 @@ class Latent(ImageModel):
         if step in {round(f * total) // every * every for f in CALIBRATE_AT}:
             self.calibrate()
         bits = self.measure_code(refit=step % (REFIT_EVERY * every // CONTROL_EVERY) == 0)
-        self.rate_lambda.fill_(self.controller.correct(bits * self.calibration, step / total))
+        self.rate_lambda.fill_(self.controller.correct(bits * self.calibration, step / total,
+                                                       total // every))
 
     def _start_rate_term(self) -> None:
         """The rate term's state, per latent: the mean its coder predicts and the bits a unit
