@@ -30,8 +30,9 @@ from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.fit import train
 from inrcodec.metrics import psnr_of_mse as psnr
-from inrcodec.models import FAMILIES
-from inrcodec.models.base import FitTask, ImageModel, rgb_mse, rgb_mse_loss, sample_positions
+from inrcodec.models.base import ImageModel, sample_positions
+from inrcodec.training import TRAINABLE
+from inrcodec.training.base import FitTask, rgb_mse, rgb_mse_loss
 from inrcodec.models.tiling import Tiling
 from inrcodec.presets import Schedule
 
@@ -123,7 +124,7 @@ def encodings_experiment(steps: int, batch: int) -> str:
             module = ReluMlp(enc, width, hidden, 3, seed=0)
         else:
             hp = {"width": width, "depth": hidden + 1, "w0_first": 30.0, "w0": 30.0}
-            model = FAMILIES["siren"](256, 256, RGB, hp, enc,
+            model = TRAINABLE["siren"](256, 256, RGB, hp, enc,
                                       generator=torch.Generator().manual_seed(0))
             module = model.field
         task = whole_image_task(module, target)
@@ -166,12 +167,12 @@ def grid_experiment(budget: float, batch: int) -> str:
         def make_task():
             if kind == "plain":
                 hp = {"width": width, "depth": 4, "w0_first": 30.0, "w0": 30.0}
-                model = FAMILIES["siren"](256, 256, RGB, hp, enc,
+                model = TRAINABLE["siren"](256, 256, RGB, hp, enc,
                                           generator=torch.Generator().manual_seed(0))
             else:
                 hp = {"rows": ratio, "cols": ratio, "overlap": 0.0, "width": width, "depth": 4,
                       "w0_first": 30.0, "w0": 30.0}
-                model = FAMILIES["gridded"](256, 256, RGB, hp, enc,
+                model = TRAINABLE["gridded"](256, 256, RGB, hp, enc,
                                             generator=torch.Generator().manual_seed(0))
             task = next(model.fit_tasks(target))
             task.model = model
@@ -250,7 +251,7 @@ def seams_experiment(steps: int, bpp: float) -> str:
 def family_task(name: str, params: int, image: np.ndarray) -> tuple[ImageModel, FitTask]:
     """A family's model of about ``params`` weights, with its defaults, and its first fit task."""
     h, w = image.shape[:2]
-    family = FAMILIES[name]
+    family = TRAINABLE[name]
     kind, enc_params = family.default_encoding
     enc = Encoding(kind, 2, **enc_params)
     color = ColorTransform(family.default_color, 3)

@@ -30,13 +30,13 @@ from PIL import Image
 def encode(path: str, bpp: float, settings: dict, controller: dict) -> dict:
     import inrcodec
     from inrcodec import ratecontrol
-    from inrcodec.models import latent
+    from inrcodec.training import latent
     from inrcodec.options import EncodeOptions
 
     for key, value in controller.items():
         setattr(ratecontrol.LambdaController, key, float(value))
     trace: list[str] = []
-    control = latent.Latent.control
+    control = latent.LatentFit.control
 
     def traced(self, step: int, total: int) -> None:
         control(self, step, total)
@@ -44,7 +44,7 @@ def encode(path: str, bpp: float, settings: dict, controller: dict) -> dict:
             rate = self.latent_bits() * self.calibration / self.controller.target
             trace.append(f"{rate:.2f}/{self.controller.value / self.controller.guess:.2f}")
 
-    latent.Latent.control = traced
+    latent.LatentFit.control = traced
     pixels = np.asarray(Image.open(path).convert("RGB"))
     options = EncodeOptions.from_settings({"model": "latent", "bpp": bpp, **settings})
     result = inrcodec.compress(pixels, options)

@@ -25,7 +25,7 @@ from .errors import InrInputError, InrWarning, RateTooLow
 from .fit import FitReport, Progress, compiles, fit, planned_steps
 from .imageio import ImageLike, load_image
 from .metrics import psnr
-from .models import get_family
+from .training import get_trainable
 from .models.base import ImageModel
 from .options import EncodeOptions
 from .ratecontrol import PSNR_SEARCH_FITS, PsnrSearch, RatePlan
@@ -210,7 +210,7 @@ def _fit_and_code(pixels: np.ndarray, options: EncodeOptions,
     long (the number of fits it may make)."""
     start = time.perf_counter()
     height, width, channels = pixels.shape
-    family = get_family(options.model)
+    family = get_trainable(options.model)
     transform, enc = signal_path(family, options, channels)
     device = resolve_device(options.device)
     with torch_threads(options.threads):

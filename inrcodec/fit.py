@@ -1,6 +1,6 @@
 """Pipeline stage 2: fitting a model to an image, as a sequence of explicit phases.
 
-A model family yields one or more :class:`~.models.FitTask` stages (the residual family: its
+A model family's encode side yields one or more :class:`~.training.FitTask` stages (the residual family: its
 base network, then its residual networks). Each stage goes through these phases, each a small
 object, in order:
 
@@ -42,7 +42,8 @@ from torch.func import functional_call, grad_and_value
 
 from .metrics import psnr_of_mse
 from .parallel import freed_memory_kept
-from .models.base import COLLAPSE_RATIO, FitTask, ImageModel
+from .models.base import ImageModel
+from .training.base import COLLAPSE_RATIO, FitTask
 from .presets import Schedule
 from .quantize import Quantiser, TensorQuant, choose, fake_quantize
 

@@ -31,7 +31,8 @@ def modules_after(code: str) -> set[str]:
 
 
 TRAINING = {"inrcodec.fit", "inrcodec.presets", "inrcodec.ratecontrol", "inrcodec.options",
-            "inrcodec.encoder"}
+            "inrcodec.encoder", "inrcodec.training", "inrcodec.training.base",
+            "inrcodec.training.latent", "inrcodec.training.siren"}
 
 
 def test_decoding_loads_no_training_code(encoded, tmp_path):
@@ -44,8 +45,8 @@ def test_decoding_loads_no_training_code(encoded, tmp_path):
         "inrcodec.info(data)\n"
         "from PIL import Image\n"
         f"Image.open({str(path)!r}).load()\n")
-    assert "inrcodec.decoder" in loaded
-    assert not loaded & TRAINING, loaded & TRAINING
+    assert "inrcodec.decoder" in loaded and "inrcodec.models.latent" in loaded
+    assert not loaded & TRAINING, loaded & TRAINING  # no family's encode side either
     assert not any(m.startswith(("inrcodec.bench", "inrcodec_cli")) for m in loaded)
     # inr decode and inr info: the command line knows the families' names (presets.py, data
     # for its help) and loads no training code either.
@@ -87,6 +88,7 @@ LAYERS = {
     "models": 3,
     "bitstream": 4, "decoder": 4,
     "options": 5, "fit": 5, "ratecontrol": 5, "encoder": 5, "pillow": 5, "batch": 5,
+    "training": 5,
     "bench": 6,
     "cli": 7,
 }
@@ -132,7 +134,11 @@ def test_imports_flow_one_way():
 
 
 def test_every_family_has_a_preset_for_every_effort_and_the_registry_agrees():
-    assert tuple(inrcodec.FAMILIES) == FAMILY_NAMES
+    from inrcodec.training import TRAINABLE
+    assert tuple(inrcodec.FAMILIES) == FAMILY_NAMES == tuple(TRAINABLE)
+    for name, fit in TRAINABLE.items():  # each encode side is its decode side's subclass
+        assert issubclass(fit, inrcodec.FAMILIES[name]) and fit.family_id == \
+            inrcodec.FAMILIES[name].family_id
     for name, family in inrcodec.FAMILIES.items():
         assert family.name == name and set(PRESETS[name]) == set(inrcodec.EFFORTS)
 

@@ -17,8 +17,9 @@ from inrcodec.presets import PRESETS
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.models import FAMILIES
-from inrcodec.models.dct import DctHead, zigzag
+from inrcodec.models.dct import zigzag
 from inrcodec.models.tiling import Tiling
+from inrcodec.training.dct import DctFit
 
 from .helpers import FAST, crop, reseal
 
@@ -167,7 +168,7 @@ def test_dct_renders_the_exact_inverse_transform_at_scale_one():
     color = ColorTransform("ycbcr", 3)
     hp = {"block": 8, "coeffs": 64, "chroma_coeffs": 64, "width": 4, "depth": 1,
           "w0_first": 30.0, "w0": 30.0}
-    net = DctHead(16, 24, color, hp, Encoding("none"))
+    net = DctFit(16, 24, color, hp, Encoding("none"))  # its encode side computes the DCT
     target = color.forward(pixels)
     coefficients = net.block_coefficients(target)  # (N, C, 64)
     stored = coefficients.reshape(coefficients.shape[0], -1)
@@ -208,7 +209,7 @@ def test_gridded_depth_follows_rate_and_training_visits():
     # 17,000 x 4,096 samples visit each pixel 177 times, or each of the best effort's cycles
     # does; depth 3 when the fast effort's 2,000 steps visit it 21 times or one cosine of
     # 100,000 steps 1,041 times, and depth 3 at 1 bpp whatever the steps.
-    from inrcodec.models.gridded import Gridded
+    from inrcodec.training.gridded import GriddedFit as Gridded
     sizing = dict(height=512, width=768, channels=3, encoding_dim=22)
     default, fast = (PRESETS["gridded"][e].schedule.steps * 4096 for e in ("default", "fast"))
     best = PRESETS["gridded"]["best"].schedule

@@ -13,6 +13,7 @@ from inrcodec.fit import (GUARD_WINDOW, AdamStep, Segment, SegmentTrainer, Train
                           learning_rate)
 from inrcodec.presets import Schedule
 from inrcodec.models.siren import TiledSiren
+from inrcodec.training.siren import tiled_fit_task
 from inrcodec.models.tiling import Tiling
 
 
@@ -40,7 +41,7 @@ def scripted_two_cells(errors: list[list[float]]):
         snapshots.append([p.detach().clone() for p in field.parameters()])
         return 0.5, torch.tensor(next(scripted_errors))
 
-    task = field.fit_task(target, ColorTransform("rgb", 3), lambda *a: 0.25, "cells",
+    task = tiled_fit_task(field, target, ColorTransform("rgb", 3), lambda *a: 0.25, "cells",
                           error_map=lambda: None)
     return field, dataclasses.replace(task, evaluate_groups=scripted), snapshots
 

@@ -10,13 +10,14 @@ import torch
 
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
-from inrcodec.models.latent import MAX_UNIT_BITS, Latent, geometric_code, interpolation_taps
+from inrcodec.models.latent import interpolation_taps
+from inrcodec.training.latent import MAX_UNIT_BITS, LatentFit, geometric_code
 from inrcodec.ratecontrol import LambdaController
 
 
-def model(height=20, width=28, upsampling=0, seed=0) -> Latent:
+def model(height=20, width=28, upsampling=0, seed=0) -> LatentFit:
     hp = {"levels": 4, "channels": 2, "width": 8, "depth": 2, "upsampling": upsampling}
-    net = Latent(height, width, ColorTransform("rgb", 3), hp, Encoding("none", 2),
+    net = LatentFit(height, width, ColorTransform("rgb", 3), hp, Encoding("none", 2),
                  generator=torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

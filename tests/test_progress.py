@@ -16,6 +16,7 @@ from inrcodec import decoder, limits, pace
 from inrcodec.container import InrFile
 from inrcodec.fit import Progress
 from inrcodec.models import FAMILIES, get_family
+from inrcodec.training import get_trainable
 from inrcodec.ratecontrol import check_decodable
 from inrcodec_cli import progress as bars
 from inrcodec_cli.main import app
@@ -182,7 +183,7 @@ def test_every_encode_planned_at_the_largest_image_is_refused_or_decodes(family,
     # decoder accepts at the same limits (nothing is allocated: the header alone).
     width = height = 8192
     budget = bpp * width * height / 8
-    layout = get_family(family)
+    layout = get_trainable(family)
     hparams = layout.hparams_for_params(int(budget * 8 / 6.5), height, width, 3, 2)
     header = header_for(family, hparams, width, height)
     try:

@@ -1,8 +1,10 @@
-"""The model families: a registry from the name users select a family by, and the id a file
-stores, to its class.
+"""The model families' decode side: a registry from the name users select a family by, and the
+id a file stores, to its class (layout and rendering; the encode side of each is in
+:mod:`inrcodec.training`).
 
 Every module of this package is imported here, and each family class registers itself with
-:func:`register`; adding a family is one module here plus its row in :mod:`inrcodec.presets`.
+:func:`register`; adding a family is one module here, its encode side in
+:mod:`inrcodec.training` and its row in :mod:`inrcodec.presets`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib
 import pkgutil
 
 from ..errors import InrInputError
-from .base import FitTask, ImageModel, SirenStack
+from .base import ImageModel, SirenStack
 
 #: name -> family class, in the order of their ids (``inr encode --model`` lists them so).
 FAMILIES: dict[str, type[ImageModel]] = {}
@@ -39,5 +41,5 @@ def get_family(name: str) -> type[ImageModel]:
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["FAMILIES", "FAMILY_IDS", "FitTask", "ImageModel", "SirenStack", "get_family",
+__all__ = ["FAMILIES", "FAMILY_IDS", "ImageModel", "SirenStack", "get_family",
            "register"]

@@ -1,4 +1,5 @@
-"""The interface every model family implements, and the pieces they share.
+"""The decode side of every model family: the interface it implements, and the pieces the
+families share.
 
 A model family is a :class:`ImageModel` subclass, in a module of its own in this package, that
 says
@@ -8,13 +9,11 @@ says
   (``tensors``, whose shapes ``shapes`` computes from the header alone): together the
   container's :class:`~inrcodec.container.Layout`;
 - how it renders: ``render_band(ys, xs)`` samples the continuous image at any positions, and
-  ``render_bands`` tiles any output size into bands of bounded memory;
-- what it is fitted on: ``fit_tasks`` yields one or more :class:`FitTask` stages (the residual
-  family fits its base network first, then its residual networks), each a sampler of training
-  batches with a loss in RGB; the trainer (:mod:`inrcodec.fit`) runs them;
-- its shape for a weight budget: ``hparams_for_params``, which rate control uses.
+  ``render_bands`` tiles any output size into bands of bounded memory.
 
-How long and how a family is trained at each effort is not its business: that is
+That is all a decoder needs. How a family is sized for a budget and fitted to an image (its
+training batches, losses and rate terms) is its encode side, a subclass in
+:mod:`inrcodec.training`, which decoding never loads; how long it trains at each effort is
 :mod:`inrcodec.presets`. Values live in the colour transform's centred model space, channels
 last.
 """
@@ -22,7 +21,6 @@ last.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator
 
 import torch
@@ -31,17 +29,11 @@ from ..color import ColorTransform
 from .. import entropy
 from ..encodings import Encoding
 from ..fields import Reader, Schema
-from ..quantize import TensorQuant
 
 #: Samples evaluated at once when rendering; bounds decode memory for any output size.
 RENDER_CHUNK = 1 << 16
 #: Output pixels per rendered band.
 BAND_PIXELS = 1 << 18
-#: Most pixels an evaluation during training renders (larger images are subsampled).
-EVAL_PIXELS = 1 << 18
-#: The rise of the training loss (averaged over a window of steps) over its lowest so far that
-#: the trainer's collapse guard takes for a collapse (6 dB).
-COLLAPSE_RATIO = 4.0
 
 #: Draws the image (or a part of a model) at sample positions ys x xs -> (len ys, len xs, C).
 BandRenderer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -54,60 +46,6 @@ def sample_positions(n: int, out: int) -> torch.Tensor:
     centre of the k-th of ``out`` equal cells. Scale 2 samples halfway between original centres.
     """
     return (torch.arange(out, dtype=torch.float64) + 0.5).mul_(n / out).float()
-
-
-@dataclass
-class FitTask:
-    """One training stage: batches of (inputs, targets) and a loss on them.
-
-    A batch is made in two parts: ``draw(generator, batch)`` draws its random numbers on the
-    CPU (so every device sees the same batches), and ``assemble(data, draws)``, a pure tensor
-    function that the trainer compiles into the training step, turns them into inputs shaped
-    (G, B, in) and targets (G, B, C) for ``module``, whose parameters the stage trains. ``data``
-    holds the constant tensors ``assemble`` reads (the image, lookup tables), moved to the
-    training device once. ``loss`` compares ``module(inputs)`` with the targets as RGB squared
-    error; ``evaluate(max_pixels=0)`` returns the RGB MSE of the whole image as rendered (on a
-    subsampled grid of at most ``max_pixels``, default EVAL_PIXELS); ``samples`` is how many
-    distinct training samples one group has; ``groups`` is G. A step draws ``batch / G`` samples
-    per group (``batch`` being the effort's samples per step) times ``batch_factor``, for stages
-    whose samples are worth more than a pixel each (the DCT family's blocks).
-    """
-
-    module: torch.nn.Module
-    draw: Callable[[torch.Generator, int], torch.Tensor]
-    assemble: Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-    data: dict[str, torch.Tensor]
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    evaluate: Callable[..., float]
-    samples: int
-    groups: int = 1
-    batch_factor: float = 1.0
-    weighted: bool = False  # targets carry a per-sample loss weight as their last channel
-    #: For a module of ``groups`` independent networks (every parameter's first dimension is
-    #: the group): the whole image's MSE and each group's over its own region, (G,), from one
-    #: rendering, NaN for a group without evaluated pixels. The trainer then keeps each group's
-    #: best weights rather than the best whole set.
-    evaluate_groups: Callable[[], tuple[float, torch.Tensor]] | None = None
-    #: Draws fresh initial weights for ``module`` in place from a generator, for a fit that
-    #: tries several starts (``FitOptions.starts``); None: the stage has only its own start.
-    initialise: Callable[[torch.Generator], None] | None = None
-    name: str = "fit"
-    share: float = 1.0  # fraction of the training steps this stage gets
-    #: Called after every training step with (the step within its segment, the segment's
-    #: steps), outside the compiled step: a stage that steers its own training (the latent
-    #: family's rate) does it here.
-    control: Callable[[int, int], None] | None = None
-    #: Keep the weights with the lowest evaluated MSE (False: the last ones, for a stage whose
-    #: loss trades MSE against rate, where the lowest MSE is not the best).
-    keep_best: bool = True
-    #: The quantisers of the tensors that the stage fixes itself (by its parameter names; the
-    #: latent family's integer latents); rate control picks the others' steps around them.
-    fixed_quants: Callable[[], dict[str, TensorQuant]] | None = None
-    #: The collapse guard's ratio (inf: only a loss that is not a number is a collapse, for a
-    #: stage whose loss is not comparable over time, the latent family's lambda moving).
-    collapse_ratio: float = COLLAPSE_RATIO
-    #: Multipliers of the learning rate for some parameters (by name; the others get 1).
-    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 class ImageModel(torch.nn.Module):
@@ -133,10 +71,6 @@ class ImageModel(torch.nn.Module):
         self.extra = dict(extra or {})
 
     # -- what is stored -------------------------------------------------------------------
-    #: Stored tensors whose quantisers rate control keeps when it coarsens the others to meet
-    #: the budget (a latent family's integer grids).
-    kept_quantisers: frozenset[str] = frozenset()
-
     def tensors(self) -> list[tuple[str, torch.nn.Parameter]]:
         """The stored weight tensors in file order (the order of ``named_parameters``)."""
         return list(self.named_parameters())
@@ -157,11 +91,6 @@ class ImageModel(torch.nn.Module):
         """Read and validate what ``pack_extra`` wrote; raise InrFormatError if it is bad."""
         return {}
 
-    def plan_rate(self, payload_bytes: float, coder: str, controller) -> None:
-        """Told by rate control, before fitting, the payload the file may spend, its entropy
-        coder and the :class:`~..ratecontrol.LambdaController` that steers lambda to a rate (for
-        a family that trades rate against distortion in training; the others ignore it)."""
-
     @classmethod
     def validate_for_image(cls, hparams: dict, height: int, width: int, channels: int) -> None:
         """Raise ValueError if the hyper-parameters cannot describe an image of this size."""
@@ -181,10 +110,7 @@ class ImageModel(torch.nn.Module):
         k = cls.networks_per_pixel(hparams)
         return float(sum(min(s[0], k) * s[1] * s[2] for s in shapes if len(s) == 3 and s[1] > 1))
 
-    # -- fitting and rendering ------------------------------------------------------------
-    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
-        raise NotImplementedError
-
+    # -- rendering ------------------------------------------------------------------------
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """Values (len ys, len xs, C) at sample positions ys x xs, in pixel units of the
         original image (pixel j has its centre at j + 1/2)."""
@@ -208,51 +134,6 @@ class ImageModel(torch.nn.Module):
         """The whole image (out_h, out_w, C) in model space; by default at its own size."""
         out_h, out_w = out_h or self.height, out_w or self.width
         return torch.cat([band for _, band in self.render_bands(out_h, out_w, render_band)])
-
-    @torch.no_grad()
-    def mse_against(self, target: torch.Tensor, max_pixels: int = 0,
-                    render_band: BandRenderer | None = None) -> float:
-        """RGB MSE against ``target`` (model space, H x W x C) of the image ``render_band``
-        (by default the model's own) draws at the pixel centres.
-
-        Images of more than ``max_pixels`` (default EVAL_PIXELS) pixels are compared on every
-        s-th row and column (the smallest s that fits), so evaluations during training cost the
-        same for any image.
-        """
-        _, _, rendered, target = self._render_for_evaluation(target, max_pixels, render_band)
-        return rgb_mse(self.color, rendered, target)
-
-    @torch.no_grad()
-    def error_map(self, target: torch.Tensor, max_pixels: int = 0,
-                  render_band: BandRenderer | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The pixels :meth:`mse_against` compares, as rows ``ys`` and columns ``xs`` (pixel
-        centres), and the RGB squared error at each, averaged over channels: (len ys, len xs)."""
-        ys, xs, rendered, target = self._render_for_evaluation(target, max_pixels, render_band)
-        rgb = self.color.inverse(rendered).clamp(0, 1)
-        return ys, xs, (rgb - self.color.inverse(target)).square().mean(-1)
-
-    def _render_for_evaluation(self, target: torch.Tensor, max_pixels: int,
-                               render_band: BandRenderer | None) -> tuple[torch.Tensor, ...]:
-        """Rows, columns, the rendered image and the target on the evaluation grid."""
-        render_band = render_band or self.render_band
-        h, w = target.shape[:2]
-        stride = max(1, math.ceil(math.sqrt(h * w / (max_pixels or EVAL_PIXELS))))
-        ys = torch.arange(0, h, stride, dtype=torch.float32) + 0.5
-        xs = torch.arange(0, w, stride, dtype=torch.float32) + 0.5
-        rows = max(1, BAND_PIXELS // len(xs))
-        rendered = torch.cat([render_band(ys[r:r + rows], xs) for r in range(0, len(ys), rows)])
-        return ys, xs, rendered, target[::stride, ::stride]
-
-    # -- sizing ---------------------------------------------------------------------------
-    @classmethod
-    def hparams_for_params(cls, n_params: int, height: int, width: int, channels: int,
-                           encoding_dim: int, /, *, samples: float | None = None,
-                           **fixed) -> dict:
-        """Complete hyper-parameters with about ``n_params`` weights; ``fixed`` ones (a user's
-        choices) are kept and the others sized around them. ``samples``, the training samples
-        the fit will draw in one cosine cycle (None: unknown), may shape the choice."""
-        raise NotImplementedError
 
     def describe(self) -> str:
         hp = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -315,28 +196,3 @@ class SirenStack(torch.nn.Module):
             if i < last:
                 x = torch.sin((self.w0_first if i == 0 else self.w0) * x)
         return x
-
-
-def rgb_mse_loss(color: ColorTransform) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Squared error in RGB of model-space predictions, averaged over samples and channels.
-    A target with one channel more than the prediction carries per-sample weights there."""
-    inverse_t = None if color.name == "rgb" else color.inverse_matrix.T.contiguous()
-
-    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        channels = pred.shape[-1]
-        error = pred - target[..., :channels]
-        if inverse_t is not None:
-            error = error @ inverse_t.to(pred.device)
-        squared = error.square().mean(dim=-1)
-        if target.shape[-1] == channels:
-            return squared.mean()
-        weight = target[..., channels]
-        return (squared * weight).sum() / weight.sum().clamp_min(1e-12)
-
-    return loss
-
-
-def rgb_mse(color: ColorTransform, rendered: torch.Tensor, target: torch.Tensor) -> float:
-    """MSE in RGB, on [0, 1] values clamped as they would be on output."""
-    rgb = color.inverse(rendered).clamp(0, 1)
-    return float((rgb - color.inverse(target)).square().mean())

@@ -9,17 +9,14 @@ the cell size. The decoder sums the base and the residual networks, each blended
 partition-of-unity windows as the gridded family; next to a cell without a residual network the
 correction fades out smoothly across the band.
 
-Bit budget (see :meth:`Residual.hparams_for_params`): the base gets :data:`BASE_SHARE` of the
-weights; the residual networks share the rest, on :data:`CELL_SHARE` of the cells (the
-hardest quarter). The file records which cells were chosen as a bitmap.
+Bit budget (its sizing, :class:`inrcodec.training.residual.ResidualFit`): the base gets half
+of the weights; the residual networks share the rest, on a quarter of the cells (the hardest).
+The file records which cells were chosen as a bitmap.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 import math
-from typing import Iterator
 
 import torch
 
@@ -28,16 +25,10 @@ from ..encodings import Encoding
 from ..errors import InrFormatError
 from ..fields import Field, Reader, Schema
 from . import register
-from .base import FitTask, ImageModel, SirenStack
-from .gridded import COLS, OVERLAP, ROWS, grid_for
-from .siren import W0, W0_FIRST, TiledSiren, largest_width
+from .base import ImageModel, SirenStack
+from .gridded import COLS, OVERLAP, ROWS
+from .siren import W0, W0_FIRST, TiledSiren
 from .tiling import Tiling
-
-BASE_SHARE = 0.5
-CELL_SHARE = 0.25
-#: Training steps given to the base stage; the residual stage gets the rest.
-BASE_STEPS = 0.5
-
 
 @register
 class Residual(ImageModel):
@@ -118,33 +109,7 @@ class Residual(ImageModel):
                                  f"says {hparams['cells']}")
         return {"cells": cells}
 
-    # -- fitting and rendering ------------------------------------------------------------
-    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
-        yield self.base.fit_task(target, self.color,
-                                 partial(self.mse_against, target, render_band=self.base_band),
-                                 "base", share=BASE_STEPS)
-        if self.hparams["cells"] == 0:
-            return
-        residual = target - self.render(render_band=self.base_band)
-        error = self.color.rgb_error(residual).square().sum(-1)
-        self.use_cells(self.choose_cells(error))
-        yield self.residual.fit_task(residual, self.color, partial(self.mse_against, target),
-                                     "residual", share=1 - BASE_STEPS,
-                                     error_map=partial(self.error_map, target))
-
-    def choose_cells(self, error: torch.Tensor) -> list[int]:
-        """The ``cells`` cells of the grid with the largest summed squared error, in order."""
-        hp = self.hparams
-        tiling = Tiling(self.height, self.width, hp["rows"], hp["cols"])
-        totals = []
-        for cell in range(hp["rows"] * hp["cols"]):
-            r, c = divmod(cell, hp["cols"])
-            y0, y1 = round(r * tiling.cell_h), round((r + 1) * tiling.cell_h)
-            x0, x1 = round(c * tiling.cell_w), round((c + 1) * tiling.cell_w)
-            totals.append(float(error[y0:y1, x0:x1].sum()))
-        ranked = sorted(range(len(totals)), key=lambda i: (-totals[i], i))
-        return sorted(ranked[:hp["cells"]])
-
+    # -- rendering ------------------------------------------------------------------------
     def base_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """The base network alone at sample positions ys x xs."""
         return self.base.band(ys, xs)
@@ -154,19 +119,3 @@ class Residual(ImageModel):
         if self.hparams["cells"]:
             self.residual.render_into(out, ys, xs)
         return out
-
-    @classmethod
-    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,
-                           samples=None, **fixed):
-        rows, cols = grid_for(height, width, cell_side=96)
-        hp = {"base_depth": 4, "res_depth": 3, "overlap": 0.0625, "w0_first": 20.0, "w0": 30.0,
-              "rows": rows, "cols": cols, **fixed}
-        hp.setdefault("cells", max(1, round(CELL_SHARE * hp["rows"] * hp["cols"])))
-        hp.setdefault("base_width", largest_width(int(BASE_SHARE * n_params), lambda w:
-                                                  SirenStack.count(1, encoding_dim, w,
-                                                                   hp["base_depth"], channels)))
-        rest = n_params - SirenStack.count(1, encoding_dim, hp["base_width"], hp["base_depth"],
-                                           channels)
-        hp.setdefault("res_width", largest_width(rest, lambda w: SirenStack.count(
-            max(1, hp["cells"]), encoding_dim, w, hp["res_depth"], channels)))
-        return hp

@@ -1,0 +1,84 @@
+"""The plain SIREN family's encode side, and the training stage of a tiled SIREN that the
+other SIREN families share (:func:`tiled_fit_task`)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Iterator
+
+import torch
+
+from ..color import ColorTransform
+from ..models.base import SirenStack
+from ..models.siren import Siren, TiledSiren
+from . import trainable
+from .base import FitTask, Trainable, rgb_mse_loss
+
+
+def tiled_fit_task(field: TiledSiren, target: torch.Tensor, color: ColorTransform, evaluate,
+                   name: str, share: float = 1.0, error_map: Callable | None = None) -> FitTask:
+    """Training batches of random pixels per cell against ``target`` (H, W, C).
+
+    ``evaluate()`` is the whole image's MSE; ``error_map()``, if given, its per-pixel error
+    as :meth:`~.base.Trainable.error_map` returns it, from which each cell's error is
+    measured so that the trainer keeps every cell's best weights: a cell whose training
+    goes astray late falls back on its earlier weights (measured: one cell in 15 did on 2 of
+    24 Kodak images at 0.5 bpp, and took 0.75-2.3 dB off them; docs/experiments.md).
+
+    With overlapping cells, each sample carries its cell's blend weight as an extra target
+    channel: the loss ``sum_g w_g (f_g - y)^2`` bounds the blended error
+    ``(sum_g w_g f_g - y)^2`` from above (Jensen; the weights sum to one), so the networks
+    are fitted for what the decoder shows, without spending capacity far into a band.
+    """
+    tiling = field.tiling
+    weighted = tiling.overlap > 0 and tiling.groups > 1
+
+    def assemble(data: dict[str, torch.Tensor], draws: torch.Tensor):
+        iy, ix, coords, weights = tiling.assemble(data, draws)
+        values = data["target"][iy, ix]
+        if weighted:
+            values = torch.cat([values, weights[..., None]], dim=-1)
+        return coords, values
+
+    def evaluate_groups() -> tuple[float, torch.Tensor]:
+        ys, xs, error = error_map()
+        return float(error.mean()), tiling.group_means(ys, xs, error)
+
+    per_group = error_map is not None and tiling.groups > 1
+    return FitTask(module=field, draw=tiling.draw, assemble=assemble,
+                   data=tiling.training_data(target), loss=rgb_mse_loss(color),
+                   evaluate=evaluate, samples=tiling.pixels_per_group(),
+                   groups=tiling.groups, name=name, share=share, weighted=weighted,
+                   evaluate_groups=evaluate_groups if per_group else None,
+                   initialise=field.net.initialise)
+
+
+@trainable
+class SirenFit(Trainable, Siren):
+    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+        yield tiled_fit_task(self.field, target, self.color, partial(self.mse_against, target),
+                             "siren")
+
+    @classmethod
+    def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,
+                           samples=None, **fixed):
+        # A first-layer factor of 60, not SIREN's usual 30: one network spans the whole image
+        # from raw coordinates, and more frequency at the input pays (+0.3 / +0.6 dB at 0.25 /
+        # 0.5 bpp on kodim01+07, docs/experiments.md).
+        hp = {"depth": 4, "w0_first": 60.0, "w0": 30.0, **fixed}
+        hp.setdefault("width", largest_width(n_params, lambda w: SirenStack.count(
+            1, encoding_dim, w, hp["depth"], channels)))
+        return hp
+
+
+def largest_width(n_params: int, count, lo: int = 2, hi: int = 2048) -> int:
+    """The largest width whose parameter count ``count(width)`` is at most ``n_params``
+    (at least ``lo``)."""
+    best = lo
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if count(mid) <= n_params:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best
