@@ -34,7 +34,7 @@ from inrcodec.models.base import ImageModel, sample_positions
 from inrcodec.training import TRAINABLE
 from inrcodec.training.base import FitTask, rgb_mse, rgb_mse_loss
 from inrcodec.models.tiling import Tiling
-from inrcodec.presets import Schedule
+from inrcodec.presets import PRESETS, Schedule
 
 KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "kodak"
 RGB = ColorTransform("rgb", 3)
@@ -174,7 +174,7 @@ def grid_experiment(budget: float, batch: int) -> str:
                       "w0_first": 30.0, "w0": 30.0}
                 model = TRAINABLE["gridded"](256, 256, RGB, hp, enc,
                                             generator=torch.Generator().manual_seed(0))
-            task = next(model.fit_tasks(target))
+            task = next(model.fit_tasks(target, Schedule()))
             task.model = model
             return task
 
@@ -257,7 +257,8 @@ def family_task(name: str, params: int, image: np.ndarray) -> tuple[ImageModel, 
     color = ColorTransform(family.default_color, 3)
     hp = family.hparams_for_params(params, h, w, 3, enc.out_dim)
     model = family(h, w, color, hp, enc, generator=torch.Generator().manual_seed(0))
-    return model, next(model.fit_tasks(color.forward(torch.from_numpy(image / 255.0).float())))
+    return model, next(model.fit_tasks(color.forward(torch.from_numpy(image / 255.0).float()),
+                                       PRESETS[name]["default"].schedule))
 
 
 def dct_speed_experiment(params: int, repeats: int) -> str:

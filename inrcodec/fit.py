@@ -558,7 +558,7 @@ def _fit(model: ImageModel, target: torch.Tensor, schedule: Schedule, seed: int,
     generator = torch.Generator().manual_seed(seed)
     report = FitReport()
     reporter = _Reporter(progress, planned_steps(schedule))
-    for task in model.fit_tasks(target):
+    for task in model.fit_tasks(target, schedule):
         start = time.perf_counter()
         stage = Stage(task, schedule, generator, compile, reporter.phase)
         training = Training(schedule, task)

@@ -81,6 +81,11 @@ class Schedule:
     window_weights: bool = True
     #: Keep each cell's best weights rather than the best whole set.
     best_per_group: bool = True
+    #: The phases of a family whose latents train with its networks (``latent``): the latents
+    #: seen through uniform noise, then rounded (straight-through) for this last share of the
+    #: steps; the networks at ``network_lr`` times ``lr`` throughout.
+    rounding: float = 0.0
+    network_lr: float = 1.0
 
     def __post_init__(self):
         if self.allocation not in ("sensitivity", "uniform"):
@@ -96,6 +101,10 @@ class Schedule:
                 raise ValueError(f"{name} must be positive")
         if not (0 <= self.lr_floor <= 1 and 0 <= self.warmup < 1 and 0 < self.cycle_decay <= 1):
             raise ValueError("lr_floor and cycle_decay must be in (0, 1], warmup in [0, 1)")
+        if not 0 <= self.rounding <= 1:
+            raise ValueError("rounding must be in [0, 1]")
+        if not self.network_lr > 0:
+            raise ValueError("network_lr must be positive")
 
     def with_steps(self, steps: int) -> Schedule:
         """The schedule at another step count; rounding one tensor at a time keeps its share."""
@@ -121,6 +130,11 @@ class Preset:
     hparams: Mapping[str, float] = field(default_factory=dict)
 
 
+#: The latent family's schedule: its latents at a learning rate of 0.1, its synthesis at 0.3
+#: of it, their noise replaced by rounding for the last 20% of the steps (docs/experiments.md,
+#: "The latent-grid family").
+LATENT = Schedule(steps=1500, batch=16384, lr=0.1, rounding=0.2, network_lr=0.3)
+
 PRESETS: Mapping[str, Mapping[str, Preset]] = {
     "siren": {
         "fast":    Preset(Schedule(steps=300)),
@@ -144,9 +158,9 @@ PRESETS: Mapping[str, Mapping[str, Preset]] = {
         "best":    Preset(Schedule(steps=80000)),
     },
     "latent": {
-        "fast":    Preset(Schedule(steps=300, batch=16384, lr=0.1)),
-        "default": Preset(Schedule(steps=1500, batch=16384, lr=0.1)),
-        "best":    Preset(Schedule(steps=12000, batch=16384, lr=0.1)),
+        "fast":    Preset(LATENT.with_steps(300)),
+        "default": Preset(LATENT),
+        "best":    Preset(LATENT.with_steps(12000)),
     },
 }
 

@@ -12,6 +12,7 @@ from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.models.latent import interpolation_taps
 from inrcodec.training.latent import MAX_UNIT_BITS, LatentFit, geometric_code
+from inrcodec.presets import PRESETS
 from inrcodec.ratecontrol import LambdaController
 
 
@@ -43,7 +44,7 @@ def test_interpolation_weights_sum_to_one_and_hit_the_samples(bicubic):
 def test_training_sees_what_the_decoder_renders(upsampling):
     net = model(upsampling=upsampling)
     net.hard.fill_(1.0)  # rounded latents, as stored
-    task = next(net.fit_tasks(torch.zeros(20, 28, 3)))
+    task = next(net.fit_tasks(torch.zeros(20, 28, 3), PRESETS["latent"]["default"].schedule))
     draws = task.draw(torch.Generator().manual_seed(5), 64)
     inputs, _ = task.assemble(task.data, draws)
     with torch.no_grad():

@@ -13,6 +13,7 @@ import torch
 
 from ..color import ColorTransform
 from ..models.base import BAND_PIXELS, BandRenderer, ImageModel
+from ..presets import Schedule
 from ..quantize import TensorQuant
 
 #: Most pixels an evaluation during training renders (larger images are subsampled).
@@ -90,8 +91,9 @@ class Trainable(ImageModel):
         coder and the :class:`~..ratecontrol.LambdaController` that steers lambda to a rate (for
         a family that trades rate against distortion in training; the others ignore it)."""
 
-    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
-        """The training stages, in order, on ``target`` (H, W, C in model space)."""
+    def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
+        """The training stages, in order, on ``target`` (H, W, C in model space), under
+        ``schedule`` (the trainer runs its steps; a family may read its phases)."""
         raise NotImplementedError
 
     @torch.no_grad()

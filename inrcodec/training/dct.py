@@ -11,6 +11,7 @@ import torch
 from ..models.base import SirenStack
 from ..models.dct import DctHead, dct_matrix
 from . import trainable
+from ..presets import Schedule
 from .base import FitTask, Trainable
 from .siren import largest_width
 
@@ -35,7 +36,7 @@ class DctFit(Trainable, DctHead):
         flat = coefficients.reshape(self.n_rows * self.n_cols, self.channels, b * b)
         return flat[..., self.flat_index].contiguous()
 
-    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+    def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
         coefficients = self.block_coefficients(target)
         coords = self.block_coords(torch.arange(self.n_rows), torch.arange(self.n_cols))
         inverse_t = self.color.inverse_matrix.T.contiguous()

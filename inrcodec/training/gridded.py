@@ -12,6 +12,7 @@ import torch
 from ..models.base import SirenStack
 from ..models.gridded import Gridded
 from . import trainable
+from ..presets import Schedule
 from .base import FitTask, Trainable
 from .siren import largest_width, tiled_fit_task
 
@@ -36,7 +37,7 @@ def grid_for(height: int, width: int, cell_side: float) -> tuple[int, int]:
 
 @trainable
 class GriddedFit(Trainable, Gridded):
-    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+    def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
         yield tiled_fit_task(self.field, target, self.color, partial(self.mse_against, target),
                              "gridded", error_map=partial(self.error_map, target))
 

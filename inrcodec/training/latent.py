@@ -6,7 +6,7 @@ predicted mean, weighted by the bits per unit magnitude of its class's current c
 :func:`grid_code`) and ``lambda`` is steered during the fit
 so that the rounded latents land on the rate that rate control gives the family
 (:meth:`plan_rate`). The latents see uniform noise in place of rounding for most of the fit, and
-rounding with a straight-through gradient at the end (``HARD_ROUNDING``).
+rounding with a straight-through gradient at the end (the schedule's ``rounding``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from .. import context, entropy
 from ..models.latent import Latent, Synthesis, grid_size, interpolation_taps
 from ..quantize import TensorQuant, to_symbols, with_step
 from . import trainable
+from ..presets import Schedule
 from .base import FitTask, Trainable, rgb_mse_loss
 
 #: Latent channels per grid that sizing picks (two rather than one: +0.08 / -0.1 dB on kodim05,
 #: +0.58 / +0.71 dB on kodim23 at 0.25 / 0.5 bpp, for 20% more time; docs/experiments.md).
 CHANNELS_PER_GRID = 2
-#: The fraction of training (at the end) in which the latents are rounded, straight-through.
-HARD_ROUNDING = 0.2
 #: lambda is corrected (by rate control's LambdaController) every CONTROL_EVERY steps, or as
 #: often as every step where the latents are few (a correction measures the rate of all of
 #: them: about 40 ms for a Kodak image's million, against 20 ms for a step), at most one
@@ -51,8 +50,6 @@ CALIBRATE_AT = (0.5, 0.8)
 SYNTHESIS_BITS = 8.0
 SYNTHESIS_WIDTH = 24
 SYNTHESIS_SHARE = 0.15
-#: The synthesis trains at this fraction of the latents' learning rate (the preset's).
-SYNTHESIS_LR = 0.3
 #: The most bits per unit magnitude that a grid's rate term charges (a grid of zeros).
 MAX_UNIT_BITS = 12.0
 
@@ -109,6 +106,7 @@ class LatentFit(Trainable, Latent):
         self.coder = self.default_coder
         #: The coder's bits per estimated bit (:meth:`calibrate`).
         self.calibration = 1.0
+        self.rounding = 0.0  # the schedule's share of rounded steps (:meth:`fit_tasks`)
 
     @torch.no_grad()
     def fixed_quants(self) -> dict[str, TensorQuant]:
@@ -278,8 +276,8 @@ class LatentFit(Trainable, Latent):
     def control(self, step: int, total: int) -> None:
         """Between training steps: steer lambda towards the planned rate (its controller told
         the coder's bits of the rounded latents), and switch from noise to rounding for the
-        last HARD_ROUNDING of the steps."""
-        self.hard.fill_(1.0 if step >= (1 - HARD_ROUNDING) * total else 0.0)
+        schedule's last ``rounding`` share of the steps."""
+        self.hard.fill_(1.0 if step >= (1 - self.rounding) * total else 0.0)
         latents = sum(g.numel() for g in self.latents)
         every = max(1, min(CONTROL_EVERY, math.ceil(latents / LATENTS_PER_CONTROL)))
         if step % every or self.controller is None:
@@ -300,8 +298,9 @@ class LatentFit(Trainable, Latent):
                 self.register_buffer(f"unit_bits{level}", torch.ones_like(grid.detach()),
                                      persistent=False)
 
-    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+    def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
         self._start_rate_term()
+        self.rounding = schedule.rounding
         h, w = self.height, self.width
         rows = torch.arange(h, dtype=torch.float32) + 0.5
         cols = torch.arange(w, dtype=torch.float32) + 0.5
@@ -341,7 +340,7 @@ class LatentFit(Trainable, Latent):
                       evaluate=lambda max_pixels=0: self.mse_against(target, max_pixels),
                       samples=h * w, name="latent", control=self.control, keep_best=False,
                       fixed_quants=self.fixed_quants, collapse_ratio=math.inf,
-                      lr_scales={n: SYNTHESIS_LR for n, _ in self.named_parameters()
+                      lr_scales={n: schedule.network_lr for n, _ in self.named_parameters()
                                  if n.startswith("synthesis.")})
 
     # -- sizing -----------------------------------------------------------------------------

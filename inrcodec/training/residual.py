@@ -12,6 +12,7 @@ from ..models.base import SirenStack
 from ..models.residual import Residual
 from ..models.tiling import Tiling
 from . import trainable
+from ..presets import Schedule
 from .base import FitTask, Trainable
 from .gridded import grid_for
 from .siren import largest_width, tiled_fit_task
@@ -25,7 +26,7 @@ BASE_STEPS = 0.5
 
 @trainable
 class ResidualFit(Trainable, Residual):
-    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+    def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
         yield tiled_fit_task(self.base, target, self.color,
                              partial(self.mse_against, target, render_band=self.base_band),
                              "base", share=BASE_STEPS)

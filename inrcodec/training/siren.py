@@ -12,6 +12,7 @@ from ..color import ColorTransform
 from ..models.base import SirenStack
 from ..models.siren import Siren, TiledSiren
 from . import trainable
+from ..presets import Schedule
 from .base import FitTask, Trainable, rgb_mse_loss
 
 
@@ -55,7 +56,7 @@ def tiled_fit_task(field: TiledSiren, target: torch.Tensor, color: ColorTransfor
 
 @trainable
 class SirenFit(Trainable, Siren):
-    def fit_tasks(self, target: torch.Tensor) -> Iterator[FitTask]:
+    def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
         yield tiled_fit_task(self.field, target, self.color, partial(self.mse_against, target),
                              "siren")
 
