@@ -86,6 +86,10 @@ class Schedule:
     #: steps; the networks at ``network_lr`` times ``lr`` throughout.
     rounding: float = 0.0
     network_lr: float = 1.0
+    #: How many times its learning rate a latent family's latents may train at while lambda is
+    #: at its floor and their rate still under its target (rate control's LambdaController;
+    #: 1: never raised).
+    growth: float = 1.0
 
     def __post_init__(self):
         if self.allocation not in ("sensitivity", "uniform"):
@@ -105,6 +109,8 @@ class Schedule:
             raise ValueError("rounding must be in [0, 1]")
         if not self.network_lr > 0:
             raise ValueError("network_lr must be positive")
+        if not self.growth >= 1:
+            raise ValueError("growth must be at least 1")
 
     def with_steps(self, steps: int) -> Schedule:
         """The schedule at another step count; rounding one tensor at a time keeps its share."""
@@ -159,8 +165,8 @@ PRESETS: Mapping[str, Mapping[str, Preset]] = {
     },
     "latent": {
         "fast":    Preset(LATENT.with_steps(300)),
-        "default": Preset(LATENT),
-        "best":    Preset(LATENT.with_steps(12000)),
+        "default": Preset(dataclasses.replace(LATENT, growth=8.0)),
+        "best":    Preset(dataclasses.replace(LATENT.with_steps(12000), growth=8.0)),
     },
 }
 

@@ -89,7 +89,7 @@ class RatePlan:
                              f"{family.name} model: it needs at least {least:.3g} bpp", least)
         payload_bpp = 8 * payload_budget / (height * width)
         model.plan_rate(payload_budget, coder,
-                        LambdaController(first_lambda(payload_bpp)))
+                        LambdaController(first_lambda(payload_bpp), growth=schedule.growth))
         return cls(model, budget, coder, None,
                    shared_budget_quantiser(payload_budget, model.n_params(), coder))
 
@@ -142,6 +142,12 @@ class LambdaController:
     most STEP), within RANGE of its first guess either way; while the rate is still growing from
     nothing (the first FROM of the steps) it is only raised.
 
+    Under its floor, lambda no longer holds the rate back: what the latents miss then is how far
+    they can move in the steps left (a smooth photo at 1 bpp stayed at 66% of its plan with
+    lambda at its floor, 68% with lambda at zero). The corrections that would take lambda
+    below its floor raise the latents' learning rate instead (``growth``, up to the schedule's
+    ``growth`` times; 1: never), and a rate over its target takes all of it back at once.
+
     The gains are small because the rate answers lambda late (about a hundred steps of Adam on
     the latents) and not smoothly (latents cross a rounding threshold together): a controller
     twice as quick oscillated on kodim16 at 0.25 bpp and ended at 82% of its rate."""
@@ -154,10 +160,13 @@ class LambdaController:
     #: largest step is STEP times CORRECTIONS over their number (a fast encode's 30: 0.25).
     CORRECTIONS = 150
 
-    def __init__(self, guess: float, target: float = 1.0):
+    def __init__(self, guess: float, target: float = 1.0, growth: float = 1.0):
         #: lambda's first guess and its present value; the rate to meet, in the family's unit
         #: (the family sets it when it plans its rate).
         self.guess, self.value, self.target = guess, guess, target
+        #: The multiple of their learning rate the latents train at (1 while lambda is above
+        #: its floor), and its largest.
+        self.growth, self.max_growth = 1.0, growth
 
     def correct(self, measured: float, fraction: float, corrections: int = CORRECTIONS
                 ) -> float:
@@ -168,8 +177,14 @@ class LambdaController:
             return self.value  # still growing from zero: lowering lambda would only wind it
         largest = self.STEP * max(1.0, self.CORRECTIONS / max(corrections, 1))
         change = max(-largest, min(largest, self.GAIN * error))
+        floor = self.guess / self.RANGE
+        if self.growth > 1.0:  # lambda is at its floor: the latents' learning rate moves
+            self.growth = 1.0 if error > 0 else min(self.growth / math.exp(change),
+                                                    self.max_growth)
+            return self.value
         value = self.value * math.exp(change)
-        self.value = min(max(value, self.guess / self.RANGE), self.guess * self.RANGE)
+        self.growth = min(max(1.0, floor / value), self.max_growth)
+        self.value = min(max(value, floor), self.guess * self.RANGE)
         return self.value
 
 

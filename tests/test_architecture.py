@@ -148,7 +148,7 @@ def test_every_schema_key_is_accepted_by_every_entry_point():
     samples = {int: "2", float: "0.5", bool: "true", str: "uniform"}
     training = {k: samples[t] for k, t in SCHEDULE_KEYS.items()}
     training.update(steps="40", lr="1e-3", qat_lr="1e-3", progressive_lr="1e-4", warmup="0.01",
-                    lr_floor="0.01", batch="256")
+                    lr_floor="0.01", batch="256", growth="2")
     options = EncodeOptions.from_settings(training, model="gridded")
     assert options.schedule().cycles == 2 and options.schedule().allocation == "uniform"
     fields = dict(effort="fast", bpp="1.5", encoding="positional:4", color="ycbcr",

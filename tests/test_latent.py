@@ -152,3 +152,23 @@ def test_the_lambda_controller_is_bounded_and_waits_while_the_rate_grows():
         controller.correct(1e6, 0.5)
     assert controller.value == pytest.approx(1e-3 * LambdaController.RANGE)
     assert controller.correct(100.0, 0.9) == controller.value  # on target: unchanged
+
+
+@pytest.mark.parametrize("growth", [1.0, 8.0])
+def test_under_its_floor_lambda_gives_way_to_the_latents_learning_rate(growth):
+    controller = LambdaController(1e-3, target=100.0, growth=growth)
+    floor = 1e-3 / LambdaController.RANGE
+    for _ in range(80):  # ln(30) / 0.05 = 68 corrections reach the floor
+        controller.correct(10.0, 0.5)
+    assert controller.value == pytest.approx(floor)
+    beyond = math.exp(80 * LambdaController.STEP) / LambdaController.RANGE  # past the floor
+    assert controller.growth == pytest.approx(min(growth, beyond))
+    for _ in range(200):
+        controller.correct(10.0, 0.5)
+    assert (controller.value, controller.growth) == (pytest.approx(floor), growth)  # capped
+    over = controller.correct(101.0, 0.9)  # over the rate: all the growth taken back
+    held = growth > 1  # lambda held at its floor that once (without growth, it rises at once)
+    assert over == pytest.approx(floor if held else floor * math.sqrt(1.01))
+    assert controller.growth == 1.0
+    raised = controller.correct(1000.0, 0.9)  # then lambda rises
+    assert raised == pytest.approx(over * math.exp(LambdaController.STEP))

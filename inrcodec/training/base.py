@@ -73,8 +73,9 @@ class FitTask:
     #: The collapse guard's ratio (inf: only a loss that is not a number is a collapse, for a
     #: stage whose loss is not comparable over time, the latent family's lambda moving).
     collapse_ratio: float = COLLAPSE_RATIO
-    #: Multipliers of the learning rate for some parameters (by name; the others get 1).
-    lr_scales: dict[str, float] = field(default_factory=dict)
+    #: Multipliers of the learning rate for some parameters (by name; the others get 1): a
+    #: number, or a 0-dim tensor that the stage may change between steps (``control``).
+    lr_scales: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 class Trainable(ImageModel):

@@ -99,6 +99,8 @@ class LatentFit(Trainable, Latent):
         # made when a fit starts (:meth:`_start_rate_term`), a decode never needs it.
         self.register_buffer("rate_lambda", torch.tensor(1e-3), persistent=False)
         self.register_buffer("hard", torch.tensor(0.0), persistent=False)
+        # The latents' learning rate, as a multiple of the schedule's: the controller's growth.
+        self.register_buffer("latent_lr", torch.tensor(1.0), persistent=False)
         self.latent_bits_target: float | None = None
         self.code_weights: list[tuple[int, ...] | None] = [None] * self.levels
         self.controller = None  # rate control's LambdaController (plan_rate)
@@ -287,6 +289,7 @@ class LatentFit(Trainable, Latent):
         bits = self.measure_code(refit=step % (REFIT_EVERY * every // CONTROL_EVERY) == 0)
         self.rate_lambda.fill_(self.controller.correct(bits * self.calibration, step / total,
                                                        total // every))
+        self.latent_lr.fill_(self.controller.growth)
 
     def _start_rate_term(self) -> None:
         """The rate term's state, per latent: the mean its coder predicts and the bits a unit
@@ -340,8 +343,8 @@ class LatentFit(Trainable, Latent):
                       evaluate=lambda max_pixels=0: self.mse_against(target, max_pixels),
                       samples=h * w, name="latent", control=self.control, keep_best=False,
                       fixed_quants=self.fixed_quants, collapse_ratio=math.inf,
-                      lr_scales={n: schedule.network_lr for n, _ in self.named_parameters()
-                                 if n.startswith("synthesis.")})
+                      lr_scales={n: self.latent_lr if n.startswith("latents.")
+                                 else schedule.network_lr for n, _ in self.named_parameters()})
 
     # -- sizing -----------------------------------------------------------------------------
     @classmethod
