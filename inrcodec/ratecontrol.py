@@ -177,11 +177,11 @@ class LambdaController:
             return self.value  # still growing from zero: lowering lambda would only wind it
         largest = self.STEP * max(1.0, self.CORRECTIONS / max(corrections, 1))
         change = max(-largest, min(largest, self.GAIN * error))
-        floor = self.guess / self.RANGE
         if self.growth > 1.0:  # lambda is at its floor: the latents' learning rate moves
             self.growth = 1.0 if error > 0 else min(self.growth / math.exp(change),
                                                     self.max_growth)
             return self.value
+        floor = self.guess / self.RANGE
         value = self.value * math.exp(change)
         self.growth = min(max(1.0, floor / value), self.max_growth)
         self.value = min(max(value, floor), self.guess * self.RANGE)

@@ -10,8 +10,8 @@ import torch
 
 from ..models.base import SirenStack
 from ..models.dct import DctHead, dct_matrix
-from . import trainable
 from ..presets import Schedule
+from . import trainable
 from .base import FitTask, Trainable
 from .siren import largest_width
 

@@ -11,8 +11,8 @@ import torch
 
 from ..models.base import SirenStack
 from ..models.gridded import Gridded
-from . import trainable
 from ..presets import Schedule
+from . import trainable
 from .base import FitTask, Trainable
 from .siren import largest_width, tiled_fit_task
 

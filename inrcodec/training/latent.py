@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from .. import context, entropy
-from ..models.latent import Latent, Synthesis, grid_size, interpolation_taps
+from ..models.latent import Latent, Synthesis, interpolation_taps
+from ..presets import Schedule
 from ..quantize import TensorQuant, to_symbols, with_step
 from . import trainable
-from ..presets import Schedule
 from .base import FitTask, Trainable, rgb_mse_loss
 
 #: Latent channels per grid that sizing picks (two rather than one: +0.08 / -0.1 dB on kodim05,
@@ -148,8 +148,6 @@ class LatentFit(Trainable, Latent):
                 break
         for g, m, r in zip(self.latents, magnitudes, reach):
             g.masked_fill_(m < t * r, 0.0)
-
-        return {f"latents.{level}": q for level, q in enumerate(self._latent_quants())}
 
     @torch.no_grad()
     def latent_sensitivity(self, rows: int = 16) -> list[torch.Tensor]:

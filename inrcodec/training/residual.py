@@ -11,8 +11,8 @@ import torch
 from ..models.base import SirenStack
 from ..models.residual import Residual
 from ..models.tiling import Tiling
-from . import trainable
 from ..presets import Schedule
+from . import trainable
 from .base import FitTask, Trainable
 from .gridded import grid_for
 from .siren import largest_width, tiled_fit_task

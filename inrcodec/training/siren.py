@@ -11,8 +11,8 @@ import torch
 from ..color import ColorTransform
 from ..models.base import SirenStack
 from ..models.siren import Siren, TiledSiren
-from . import trainable
 from ..presets import Schedule
+from . import trainable
 from .base import FitTask, Trainable, rgb_mse_loss
 
 
