@@ -6,7 +6,8 @@ multiply-adds of the same time (``Coder.work_per_value``).
 
 FILE is a latent-family file (its grids are the values that dominate a decode); its symbols are
 coded again with every coder, each decoded ``repeats`` times (the median is kept), and the file
-is rendered at ``scale``. Run it on an idle machine, with the threads a decode uses (all cores).
+is rendered at ``scale``. Coder 3 codes them with the largest network a file may hold (its
+values untrained: the cost of its arithmetic does not depend on them). Run it on an idle machine, with the threads a decode uses (all cores).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def median_seconds(work, repeats: int) -> float:
 
 
 def main() -> None:
-    from inrcodec import entropy
+    from inrcodec import arm, entropy
     from inrcodec.bitstream import build, read
+    from inrcodec.training.arm import ArmFit
     from inrcodec.decoder import decode_cost, render
     from inrcodec.quantize import to_symbols
 
@@ -53,8 +55,10 @@ def main() -> None:
     values = sum(s.size for s in symbols)
     result = {"file": args.file, "values": values, "render_macs": cost.render,
               "render_seconds": render_seconds, "macs_per_second": rate, "coders": {}}
+    largest = ArmFit(arm.MAX_CONTEXT, arm.MAX_WIDTH, arm.MAX_DEPTH).integer(arm.MAX_SHIFT)
     for name in entropy.CODERS:
-        payload = entropy.encode(symbols, bits, name)
+        coder = entropy.ArmCoder(lambda: largest) if name == "arm" else name
+        payload = entropy.encode(symbols, bits, coder)
         decoded = entropy.decode(payload, shapes, bits, name)
         assert all(np.array_equal(d, s.ravel()) for d, s in zip(decoded, symbols))
         seconds = median_seconds(lambda: entropy.decode(payload, shapes, bits, name),

@@ -2,6 +2,7 @@
 
     python benchmarks/fuzz_decoder.py --inputs 1000000 --jobs 2     # docs/security.md
     python benchmarks/fuzz_decoder.py --family latent --inputs 1000000 --jobs 2
+    python benchmarks/fuzz_decoder.py --family arm --inputs 1000000 --jobs 2
 
 Random bytes stop at the checksum, so each mutant is made from a golden file (tests/golden: every
 family, grey, a Fourier encoding) by one to three of: header bytes changed, the image size set
@@ -13,13 +14,17 @@ small sizes with the default limits. Only ``InrFormatError`` (a bad file) and ``
 decode above the limits) may come out; anything else is a finding, written to ``--findings``.
 The run reports the outcomes, the slowest input and the peak memory of the workers.
 
-``--family latent`` fuzzes the latent family's files alone: its golden files (coders 1 and 2)
-and four more made at start (other levels, channels, depths and upsampling, grey, a wide and a
-tall image), with the mutations above and these, which know its layout: each of its
-hyper-parameter fields set to a value in, at or past its range; the entropy coder's id changed;
-and, inside the payload's zstd frame (decompressed, mutated, compressed again with its content
-size, so that the coder sees it), a grid's context model (its four weights and four ratios, any
-value), the rANS state, and the coded words (flipped, cut, or followed by surplus words).
+``--family latent`` fuzzes the latent family's files alone: its golden files (coders 1, 2 and 3)
+and six more made at start (other levels, channels, depths and upsampling, grey, a wide and a
+tall image; two of them with coder 3), with the mutations above and these, which know its
+layout: each of its hyper-parameter fields set to a value in, at or past its range; the entropy
+coder's id changed; and, inside the payload's zstd frame (decompressed, mutated, compressed
+again with its content size, so that the coder sees it), a grid's context model (coder 2: its
+four weights and four ratios, any value) or the learned model's head (coder 3: its shape,
+shift, bit depth and ratio, in range or not), the rANS state, and the coded words (flipped,
+cut, or followed by surplus words; coder 3's network values are the first of them).
+``--family arm`` does the same with the latent files of coder 3 alone (its golden file and the
+two made at start).
 
 Why a mutator of our own rather than Hypothesis (which the test suite uses for its property
 tests) or atheris: a million inputs in an hour needs a loop with no per-example overhead, and
@@ -57,6 +62,9 @@ def seeds(family: str = "all") -> dict[str, bytes]:
         if family == "latent":
             golden = {**{k: v for k, v in golden.items() if k.startswith("latent")},
                       **latent_seeds()}
+        elif family == "arm":
+            golden = {"latent-arm": golden["latent-arm"],
+                      **{k: v for k, v in latent_seeds().items() if k.endswith("-arm")}}
         _SEEDS[family] = golden
     return _SEEDS[family]
 
@@ -78,11 +86,13 @@ def latent_seeds() -> dict[str, bytes]:
                                 "upsampling": 1}),
         "latent-grey": (image[..., 1], {"levels": 4, "channels": 2, "width": 4, "depth": 1}),
         "latent-wide": (image[:3], {"levels": 6, "channels": 2, "width": 3, "depth": 1}),
+        "latent-deep-arm": (image, {"levels": 3, "channels": 3, "width": 5, "depth": 2}),
+        "latent-wide-arm": (image[:3], {"levels": 6, "channels": 2, "width": 3, "depth": 1}),
     }
     # bpp 16 for the wide image: at 8 its three rows' latents all round to zero.
-    return {name: inrcodec.encode(pixels, model="latent", bpp=16.0 if name == "latent-wide"
+    return {name: inrcodec.encode(pixels, model="latent", bpp=16.0 if "wide" in name
                                   else 8.0, steps=20, effort="fast", compile=False,
-                                  hparams=hparams)
+                                  hparams=hparams, coder="arm" if "arm" in name else None)
             for name, (pixels, hparams) in cases.items()}
 
 
@@ -189,12 +199,47 @@ def _mutate_stream(inner: bytearray, facts: dict, rng: random.Random
     """The coder's data (its models, then the rANS state and words) with one thing changed.
     Coder 2 has a 12-byte model per grid (a three-dimensional tensor) and a 2-byte ratio per
     other tensor, coder 1 a ratio per tensor; the state and words follow them."""
-    from inrcodec import context
+    from inrcodec import arm, context
+    if facts["coder"] == "arm":
+        return _mutate_arm_stream(inner, facts, rng)
     grids = [len(t["shape"]) == 3 and facts["coder"] == "context" for t in facts["tensors"]]
     starts = [sum(context.MODEL_BYTES if g else 2 for g in grids[:i]) for i in range(len(grids))]
     models_end = min(len(inner), sum(context.MODEL_BYTES if g else 2 for g in grids))
+    return _mutate_words(inner, models_end, rng, models=[
+        at for at, g in zip(starts, grids) if g and at + context.MODEL_BYTES <= len(inner)])
+
+
+def _mutate_arm_stream(inner: bytearray, facts: dict, rng: random.Random
+                       ) -> tuple[bytearray, str]:
+    """Coder 3's data: its network's head (any shape, shift, bit depth and ratio, in range or
+    not), the ratios of the tensors that are not grids, then the rANS state and words, which
+    begin with the network's values."""
+    from inrcodec import arm
+    others = sum(len(t["shape"]) != 3 for t in facts["tensors"])
+    models_end = min(len(inner), arm.HEAD_BYTES + 2 * others)
+    if rng.randrange(3) == 0 and len(inner) >= arm.HEAD_BYTES:
+        head = [rng.choice([0, 1, arm.MAX_CONTEXT, arm.MAX_CONTEXT + 1, rng.randrange(256)]),
+                rng.choice([0, 1, arm.MAX_WIDTH, arm.MAX_WIDTH + 1, rng.randrange(256)]),
+                rng.choice([0, arm.MAX_DEPTH, arm.MAX_DEPTH + 1, rng.randrange(256)]),
+                rng.choice([0, arm.MIN_SHIFT, arm.MAX_SHIFT, arm.MAX_SHIFT + 1,
+                            rng.randrange(256)]),
+                rng.choice([0, 2, arm.WEIGHT_BITS_MAX, arm.WEIGHT_BITS_MAX + 1,
+                            rng.randrange(256)]),
+                rng.choice([0, 1, 65535, rng.randrange(65536)])]
+        keep = rng.randrange(6)  # one field as it was, or none
+        old = struct.unpack_from(arm.HEAD_FORMAT, inner)
+        head[keep] = old[keep] if rng.random() < 0.5 else head[keep]
+        inner[:arm.HEAD_BYTES] = struct.pack(arm.HEAD_FORMAT, *head)
+        return inner, f"network head {head}"
+    return _mutate_words(inner, models_end, rng, models=[])
+
+
+def _mutate_words(inner: bytearray, models_end: int, rng: random.Random, models: list[int]
+                  ) -> tuple[bytearray, str]:
+    """A coder 1 or 2 model at one of ``models``, the rANS state at ``models_end``, or the
+    words after it."""
+    from inrcodec import context
     kind = rng.randrange(5)
-    models = [at for at, g in zip(starts, grids) if g and at + context.MODEL_BYTES <= len(inner)]
     if kind == 0 and models:  # a grid's model: weights and ratios
         at = rng.choice(models)
         values = [rng.choice([-128, 127, 0, rng.randrange(-128, 128)]) for _ in range(4)]
@@ -238,7 +283,7 @@ def _run_chunk(first: int, count: int, seed: int, family: str) -> dict:
     for n in range(first, first + count):
         rng = random.Random(seed * 1_000_003 + n)
         k = rng.randrange(len(files))
-        if family == "latent" and rng.random() < 0.5:
+        if family in ("latent", "arm") and rng.random() < 0.5:
             data, how = mutate_latent(files[k], headers[k], rng)
         else:
             data, how = mutate(files[k], headers[k], rng)
@@ -292,8 +337,9 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=10000)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", choices=("all", "latent"), default="all",
-                        help="mutate every golden file, or the latent family's files alone")
+    parser.add_argument("--family", choices=("all", "latent", "arm"), default="all",
+                        help="mutate every golden file, the latent family's files alone, or "
+                             "its files of coder 3 alone")
     parser.add_argument("--findings", type=Path, default=Path("fuzz-findings.json"))
     args = parser.parse_args()
     total = fuzz(args.inputs, args.jobs, args.seed, family=args.family)

@@ -33,13 +33,15 @@ def _file(model: ImageModel, quants: list[TensorQuant], payload: bytes, coder: s
                    extra=model.extra, coder=coder, quants=quants, payload=payload)
 
 
-def write(model: ImageModel, quants: dict[str, TensorQuant], coder: str) -> bytes:
-    """The `.inr` file of ``model`` with its tensors quantised by ``quants`` (by stored name)."""
+def write(model: ImageModel, quants: dict[str, TensorQuant], coder: str | entropy.Coder
+          ) -> bytes:
+    """The `.inr` file of ``model`` with its tensors quantised by ``quants`` (by stored name),
+    coded by ``coder`` (a name, or an encoder's coder made with its prior)."""
     tensors = model.tensors()
     ordered = [quants[n] for n, _ in tensors]
     symbols = [to_symbols(p, q) for (_, p), q in zip(tensors, ordered)]
     payload = entropy.encode(symbols, [q.bits for q in ordered], coder)
-    return _file(model, ordered, payload, coder).to_bytes()
+    return _file(model, ordered, payload, entropy.get(coder).name).to_bytes()
 
 
 def header_file(model: ImageModel, coder: str = entropy.DEFAULT_CODER) -> InrFile:

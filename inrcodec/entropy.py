@@ -25,6 +25,11 @@ Coder 2, ``context`` (the latent family's default): as coder 1, except that ever
 three-dimensional tensor (a latent grid, C x H x W) is coded plane by plane with a spatial
 context model, each value's table chosen and its mean predicted from its decoded neighbours
 (:mod:`.context`); its model (12 bytes) takes the place of the ratio.
+
+Coder 3, ``arm`` (``--coder arm``): as coder 2, except that every latent grid is coded with one
+learned network for the file, which gives each latent a discretised Laplace from its decoded
+neighbours, in integer arithmetic (:mod:`.arm`); the encoder fits the network to the latents it
+codes, and its values lead the payload.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import ClassVar
 import numpy as np
 import zstandard
 
-from . import context, rans
+from . import arm, context, rans
 from .errors import InrFormatError
 
 #: The bit depths a tensor may have.
@@ -191,23 +196,34 @@ class RansCoder(Coder):
             raise InrFormatError(f"payload does not decode: {exc}") from None
 
 
+def _geometric_head(symbols: np.ndarray, bits: int) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A tensor coded as coder 1 codes it: its ratio's bytes, its frequencies and cumulatives."""
+    ratio = geometric_ratio(symbols)
+    f, c = rans.Table.geometric(qmax(bits), ratio).lookup(symbols)
+    return struct.pack("<H", ratio), f, c
+
+
+def _grid_payload(symbols: list[np.ndarray], bits: list[int], code_grid, head=None, freq=None,
+                  cum=None) -> bytes:
+    """The payload of coders 2 and 3: after what ``head``, ``freq`` and ``cum`` hold already,
+    each tensor's model bytes and its symbols' frequencies, a grid's (a tensor of three
+    dimensions) by ``code_grid(symbols, bits)`` (unless None), every other tensor's as coder 1
+    codes it; then the model bytes and one rANS stream, in one zstd frame."""
+    head, freq, cum = head or [], freq or [], cum or []
+    for s, b in zip(symbols, bits):
+        model, f, c = code_grid(s, b) if s.ndim == 3 and code_grid else _geometric_head(s, b)
+        head.append(model)
+        freq.append(f)
+        cum.append(c)
+    return _zstd_frame(b"".join(head) + rans.encode_symbols(freq, cum))
+
+
 class ContextCoder(Coder):
     name, coder_id = "context", 2
     work_per_value = 2048  # 1705 measured (a Python loop per symbol, with its context)
 
     def encode(self, symbols, bits):
-        head, freq, cum = [], [], []
-        for s, b in zip(symbols, bits):
-            if s.ndim == 3:
-                model, f, c = context.encode_model(s, qmax(b))
-                head.append(model)
-            else:
-                ratio = geometric_ratio(s)
-                head.append(struct.pack("<H", ratio))
-                f, c = rans.Table.geometric(qmax(b), ratio).lookup(s)
-            freq.append(f)
-            cum.append(c)
-        return _zstd_frame(b"".join(head) + rans.encode_symbols(freq, cum))
+        return _grid_payload(symbols, bits, lambda s, b: context.encode_model(s, qmax(b)))
 
     def decode(self, payload, shapes, bits):
         head = sum(context.MODEL_BYTES if len(s) == 3 else 2 for s in shapes)
@@ -245,14 +261,95 @@ class ContextCoder(Coder):
         return out
 
 
+class ArmCoder(Coder):
+    """Coder 3. Made with ``prior``, a function that gives the network to code the tensors of
+    three dimensions (latent grids) with (:class:`.arm.Network`; the latent family's, fitted to
+    its latents), when it encodes; without one (the coder in :data:`CODERS`, or a model of
+    another family), the file holds no network and every tensor is coded as coder 1 codes it."""
+
+    name, coder_id = "arm", 3
+    # 4,357 measured with the largest network a file may hold (benchmarks/decode_cost.py; the
+    # other coders measured 1,191 and 2,533 in the same run).
+    work_per_value = 8192
+
+    def __init__(self, prior=None):
+        self.prior = prior
+
+    def encode(self, symbols, bits):
+        net = self.prior() if self.prior is not None and any(s.ndim == 3 for s in symbols) \
+            else None
+        grids = [net is not None and s.ndim == 3 for s in symbols]
+        for is_grid, b in zip(grids, bits):
+            if is_grid and b > arm.MAX_GRID_BITS:
+                raise ValueError(f"the arm coder takes grids of at most {arm.MAX_GRID_BITS} "
+                                 f"bits, not {b}")
+        head, freq, cum = [arm.NO_NETWORK], [], []
+        if net is not None:
+            values = net.values()
+            value_bits = arm.value_bits(net)
+            ratio = geometric_ratio(values)
+            head = [struct.pack(arm.HEAD_FORMAT, net.context, net.width, net.depth, net.shift,
+                                value_bits, ratio)]
+            f, c = rans.Table.geometric(qmax(value_bits), ratio).lookup(values)
+            freq.append(f)
+            cum.append(c)
+        code_grid = None if net is None else \
+            (lambda s, b: (b"", *arm.encode_grid(s, qmax(b), net)))
+        return _grid_payload(symbols, bits, code_grid, head, freq, cum)
+
+    def decode(self, payload, shapes, bits):
+        values = sum(math.prod(s) for s in shapes) + arm.MAX_VALUES
+        largest = arm.HEAD_BYTES + 2 * len(shapes) + 8 \
+            + 4 * (-(-values * rans.PRECISION // rans.WORD) + 1)
+        raw = _unzstd(payload, largest, exact=False)
+        try:
+            context, width, depth, shift, value_bits, ratio = arm.read_head(raw)
+        except arm.ArmError as exc:
+            raise InrFormatError(f"payload's entropy model: {exc}") from None
+        grids = [bool(context) and len(s) == 3 for s in shapes]
+        for is_grid, b in zip(grids, bits):
+            if is_grid and b > arm.MAX_GRID_BITS:
+                raise InrFormatError(f"a latent grid of {b} bits is more than the arm coder's "
+                                     f"{arm.MAX_GRID_BITS}")
+        head = arm.HEAD_BYTES + 2 * grids.count(False)
+        if len(raw) < head:
+            raise InrFormatError("payload is too short for its tensors' models")
+        n_values = arm.Network.count(context, width, depth) if context else 0
+        value_table = rans.Table.geometric(qmax(value_bits), ratio) if context else None
+        ratios = iter(struct.unpack_from(f"<{grids.count(False)}H", raw, arm.HEAD_BYTES))
+        tables = [None if g else rans.Table.geometric(qmax(b), next(ratios))
+                  for g, b in zip(grids, bits)]
+        try:
+            reader = rans.Reader(raw[head:], n_values + sum(math.prod(s) for s in shapes))
+            least = sum(math.prod(s) * (arm.least_bits(qmax(b)) if t is None else t.least_bits)
+                        for s, b, t in zip(shapes, bits, tables))
+            reader.check_length(least + (n_values * value_table.least_bits if context else 0))
+            net = None
+            if context:
+                net = arm.Network.from_values(context, width, depth, shift,
+                                              rans.decode_with(reader, n_values, value_table)
+                                              .astype(np.int64))
+            out = [arm.decode_grid(reader, shape, qmax(b), net) if t is None
+                   else rans.decode_with(reader, math.prod(shape), t)
+                   for shape, b, t in zip(shapes, bits, tables)]
+            reader.finish()
+        except rans.RansError as exc:
+            raise InrFormatError(f"payload does not decode: {exc}") from None
+        return out
+
+
 #: The coders by name, default first; a new coder is a class above and a line here.
-CODERS: dict[str, Coder] = {c.name: c for c in (RansCoder(), ZstdCoder(), ContextCoder())}
+CODERS: dict[str, Coder] = {c.name: c for c in (RansCoder(), ZstdCoder(), ContextCoder(),
+                                                 ArmCoder())}
 CODER_IDS = {name: c.coder_id for name, c in CODERS.items()}
 CODER_NAMES = {c.coder_id: name for name, c in CODERS.items()}
 DEFAULT_CODER = "rans"
 
 
-def get(name: str) -> Coder:
+def get(name: str | Coder) -> Coder:
+    """The coder of this name (or this coder: an encoder's, made with its prior)."""
+    if isinstance(name, Coder):
+        return name
     try:
         return CODERS[name]
     except KeyError:
@@ -260,7 +357,8 @@ def get(name: str) -> Coder:
                          f"{', '.join(CODERS)}") from None
 
 
-def encode(symbols: list[np.ndarray], bits: list[int], coder: str = DEFAULT_CODER) -> bytes:
+def encode(symbols: list[np.ndarray], bits: list[int], coder: str | Coder = DEFAULT_CODER
+           ) -> bytes:
     return get(coder).encode(symbols, bits)
 
 

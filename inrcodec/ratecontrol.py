@@ -59,7 +59,7 @@ class RatePlan:
 
     model: ImageModel
     budget: float
-    coder: str
+    coder: str | entropy.Coder
     bits: int | None
     quantiser: Quantiser
 
@@ -79,7 +79,8 @@ class RatePlan:
         check_decodable(bitstream.header_file(model, coder), largest, options.max_pixels,
                         options.max_work)
         if options.bits is not None:
-            return cls(model, budget, coder, options.bits, fixed_bits(options.bits))
+            return cls(model, budget, model.entropy_coder(coder), options.bits,
+                       fixed_bits(options.bits))
         header = bitstream.header_size(model)
         payload_budget = budget - header
         if payload_budget <= 16:
@@ -90,6 +91,7 @@ class RatePlan:
         payload_bpp = 8 * payload_budget / (height * width)
         model.plan_rate(payload_budget, coder,
                         LambdaController(first_lambda(payload_bpp), growth=schedule.growth))
+        coder = model.entropy_coder(coder)
         return cls(model, budget, coder, None,
                    shared_budget_quantiser(payload_budget, model.n_params(), coder))
 
@@ -360,7 +362,7 @@ def step_shape(tensors: dict[str, torch.Tensor], sensitivity: dict[str, float] |
 
 
 def payload_size(tensors: dict[str, torch.Tensor], quants: dict[str, TensorQuant],
-                 coder: str = entropy.DEFAULT_CODER) -> int:
+                 coder: str | entropy.Coder = entropy.DEFAULT_CODER) -> int:
     symbols = [to_symbols(t, quants[n]) for n, t in tensors.items()]
     return len(entropy.encode(symbols, [quants[n].bits for n in tensors], coder))
 
@@ -369,7 +371,8 @@ def payload_size(tensors: dict[str, torch.Tensor], quants: dict[str, TensorQuant
 Fixed = dict[str, tuple[torch.Tensor, TensorQuant]]
 
 
-def budget_quantiser(budget_bytes: float, coder: str = entropy.DEFAULT_CODER) -> Quantiser:
+def budget_quantiser(budget_bytes: float, coder: str | entropy.Coder = entropy.DEFAULT_CODER
+                     ) -> Quantiser:
     """The quantisers, shaped by ``step_shape``, whose payload (with the ``fixed`` tensors', if
     any) is the largest within budget."""
 
@@ -411,7 +414,8 @@ def fixed_bits(bits: int) -> Quantiser:
                                                           for n, t in tensors.items()}
 
 
-def shared_budget_quantiser(payload_budget: float, total: int, coder: str) -> Quantiser:
+def shared_budget_quantiser(payload_budget: float, total: int, coder: str | entropy.Coder
+                            ) -> Quantiser:
     """A budget quantiser for one stage of a model of ``total`` weights: the stage's tensors
     (its fixed ones included) get the payload budget in proportion to their share of the
     weights."""

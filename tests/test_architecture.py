@@ -81,7 +81,7 @@ def test_names_efforts_coders_help_and_version_need_no_torch():
 ROOT = Path(__file__).resolve().parent.parent
 #: The layers of docs/architecture.md: a module imports only from its own layer or below.
 LAYERS = {
-    "errors": 1, "fields": 1, "presets": 1, "entropy": 1, "rans": 1, "context": 1, "limits": 1,
+    "errors": 1, "fields": 1, "presets": 1, "entropy": 1, "rans": 1, "context": 1, "arm": 1, "limits": 1,
     "pace": 1,
     "imageio": 2, "color": 2, "encodings": 2, "quantize": 2, "container": 2, "metrics": 2,
     "parallel": 2,

@@ -191,7 +191,7 @@ def test_the_room_check_never_refuses_a_stream_the_coder_wrote():
         rans.decode(stream + bytes(4 * 2000), [(5000, table)])
 
 
-@pytest.mark.parametrize("name", ["latent", "latent-context"])
+@pytest.mark.parametrize("name", ["latent", "latent-context", "latent-arm"])
 def test_a_stream_too_short_for_its_symbols_fails_before_any_is_decoded(name):
     # A golden file whose header claims an 8192x4096 image: its stream of a few hundred words
     # cannot hold the tens of millions of latents' least bits, so it fails before the first

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..color import ColorTransform
+from ..entropy import Coder
 from ..models.base import BAND_PIXELS, BandRenderer, ImageModel
 from ..presets import Schedule
 from ..quantize import TensorQuant
@@ -91,6 +92,11 @@ class Trainable(ImageModel):
         """Told by rate control, before fitting, the payload the file may spend, its entropy
         coder and the :class:`~..ratecontrol.LambdaController` that steers lambda to a rate (for
         a family that trades rate against distortion in training; the others ignore it)."""
+
+    def entropy_coder(self, coder: str) -> str | Coder:
+        """The coder that writes this model's file, by name: the named one, or one made with
+        what the model trained for it (the latent family's entropy model for coder 3)."""
+        return coder
 
     def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
         """The training stages, in order, on ``target`` (H, W, C in model space), under

@@ -17,11 +17,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .. import context, entropy
+from .. import arm, context, entropy
 from ..models.latent import Latent, Synthesis, interpolation_taps
 from ..presets import Schedule
 from ..quantize import TensorQuant, to_symbols, with_step
 from . import trainable
+from .arm import ArmFit
 from .base import FitTask, Trainable, rgb_mse_loss
 
 #: Latent channels per grid that sizing picks (two rather than one: +0.08 / -0.1 dB on kodim05,
@@ -52,6 +53,9 @@ SYNTHESIS_WIDTH = 24
 SYNTHESIS_SHARE = 0.15
 #: The most bits per unit magnitude that a grid's rate term charges (a grid of zeros).
 MAX_UNIT_BITS = 12.0
+#: Adam steps of coder 3's entropy model (:mod:`.arm`) on the latents each time the coder is
+#: asked to code new ones (at the calibrations and at the end).
+ARM_STEPS = 300
 
 
 def geometric_code(count: int, total: float) -> tuple[float, float]:
@@ -109,6 +113,10 @@ class LatentFit(Trainable, Latent):
         #: The coder's bits per estimated bit (:meth:`calibrate`).
         self.calibration = 1.0
         self.rounding = 0.0  # the schedule's share of rounded steps (:meth:`fit_tasks`)
+        # Coder 3's entropy model, fitted to the latents whenever they are coded. Not a
+        # submodule: its weights are the coder's, stored in the payload, not the model's.
+        object.__setattr__(self, "entropy_model", ArmFit())
+        self._prior: tuple[bytes, arm.Network] | None = None
 
     @torch.no_grad()
     def fixed_quants(self) -> dict[str, TensorQuant]:
@@ -172,8 +180,36 @@ class LatentFit(Trainable, Latent):
         return list((per_input * area).clamp_min(1e-12))
 
     def _latent_quants(self) -> list[TensorQuant]:
-        """Step 1 and just enough bits for each grid as it is."""
-        return [with_step(g.detach(), 1.0) for g in self.latents]
+        """Step 1 and just enough bits for each grid as it is (at most coder 3's 8 bits)."""
+        quants = [with_step(g.detach(), 1.0) for g in self.latents]
+        if self.coder != "arm":
+            return quants
+        return [q if q.bits <= arm.MAX_GRID_BITS else TensorQuant(arm.MAX_GRID_BITS, 1.0)
+                for q in quants]
+
+    def entropy_coder(self, coder: str) -> str | entropy.Coder:
+        return entropy.ArmCoder(self.coder_prior) if coder == "arm" else coder
+
+    def coder_prior(self) -> arm.Network:
+        """Coder 3's network for the latents as they are: the entropy model fitted further to
+        them (ARM_STEPS), in the stored form that codes them in fewest bits; made once for the
+        same latents."""
+        quants = self._latent_quants()
+        grids = [to_symbols(g, q) for g, q in zip(self.latents, quants)]
+        key = b"".join(g.tobytes() for g in grids)
+        if self._prior is None or self._prior[0] != key:
+            self.entropy_model.fit([torch.from_numpy(g).float() for g in grids],
+                                   ARM_STEPS)
+            net = self.entropy_model.best_integer(grids, [q.qmax for q in quants])
+            self._prior = (key, net)
+        return self._prior[1]
+
+    @property
+    def estimated_coder(self) -> str:
+        """The coder whose model the rate term and the controller's estimate use: coder 2's
+        for coder 3 too (its fixed context model trains the latents; the learned one, fitted
+        to them when they are coded, spends what :meth:`calibrate` measures)."""
+        return "context" if self.coder == "arm" else self.coder
 
     def plan_rate(self, payload_bytes: float, coder: str, controller) -> None:
         synthesis = sum(p.numel() for p in self.synthesis.parameters()) * SYNTHESIS_BITS
@@ -240,8 +276,8 @@ class LatentFit(Trainable, Latent):
     def latent_bits(self, grids: list[np.ndarray] | None = None) -> float:
         """The estimated code length of the rounded latents (or of these integer grids) in the
         file's coder (:func:`grid_code`)."""
-        grids = [torch.round(g).numpy() for g in self.latents] if grids is None else grids
-        return sum(grid_code(g, self.coder)[0] for g in grids)
+        grids = [torch.round(g).cpu().numpy() for g in self.latents] if grids is None else grids
+        return sum(grid_code(g, self.estimated_coder)[0] for g in grids)
 
     @torch.no_grad()
     def measure_code(self, refit: bool = True) -> float:
@@ -251,8 +287,8 @@ class LatentFit(Trainable, Latent):
         total = 0.0
         for level, g in enumerate(self.latents):
             weights = None if refit else self.code_weights[level]
-            bits, mean, units, self.code_weights[level] = grid_code(torch.round(g).numpy(),
-                                                                    self.coder, weights)
+            bits, mean, units, self.code_weights[level] = grid_code(
+                torch.round(g).numpy(), self.estimated_coder, weights)
             total += bits
             getattr(self, f"code_mean{level}").copy_(torch.from_numpy(mean))
             getattr(self, f"unit_bits{level}").copy_(torch.from_numpy(units))
@@ -266,7 +302,8 @@ class LatentFit(Trainable, Latent):
         the coded bits."""
         quants = self._latent_quants()
         symbols = [to_symbols(g, q) for g, q in zip(self.latents, quants)]
-        coded = 8 * len(entropy.encode(symbols, [q.bits for q in quants], self.coder))
+        coded = 8 * len(entropy.encode(symbols, [q.bits for q in quants],
+                                       self.entropy_coder(self.coder)))
         estimate = self.latent_bits()
         if estimate > 0:
             self.calibration = min(max(coded / estimate, 0.5), 1.5)

@@ -23,6 +23,8 @@ CASES = {
     "latent": dict(model="latent", steps=300, hparams={"upsampling": 1}, coder="rans"),
     # Coder 2 (the latent family's default since it was added): a spatial context model.
     "latent-context": dict(model="latent", steps=300),
+    # Coder 3 (issue 35): a learned entropy model of the grids, in integer arithmetic.
+    "latent-arm": dict(model="latent", steps=300, coder="arm"),
 }
 
 
