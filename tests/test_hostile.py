@@ -130,6 +130,16 @@ def test_every_family_decodes_a_forged_huge_size_narrow_in_bounded_memory(case, 
     assert peak < GIB and seconds < 30, (peak / 2 ** 20, seconds)
 
 
+@pytest.mark.parametrize("size", ["1x16384", "16384x1"])
+def test_a_coder_3_file_decodes_narrow_and_huge_in_bounded_memory(size, tmp_path):
+    # Coder 3's golden file (a learned entropy model of its grids) through the command line at
+    # the sizes of case 1: its grids decode at their own size, whatever the output's.
+    status, err, peak, seconds = command("decode", str(GOLDEN / "latent-arm.inr"), "-o",
+                                         str(tmp_path / "o.png"), "--size", size)
+    assert status == 0, err
+    assert peak < GIB and seconds < 30, (peak / 2 ** 20, seconds)
+
+
 # -- case 2: millions of nearly free latents, and surplus coded words -----------------------
 def test_entropy_decoding_counts_in_the_work_bound_before_any_is_done():
     # 16.7 M latents claimed by a header: 7 s of entropy decoding, nothing of it rendering.
