@@ -101,11 +101,6 @@ class Network:
         hidden = list(zip(dims[:-1], dims[1:]))
         return hidden + [(width + 2 * context if depth else 2 * context, 2)]
 
-    @property
-    def macs(self) -> int:
-        """Multiply-adds per latent."""
-        return sum(a * b for a, b in self.shapes(self.context, self.width, self.depth))
-
     def values(self) -> np.ndarray:
         """Every weight and bias, in stored order: per layer its weights row by row, then its
         biases."""

@@ -1,10 +1,12 @@
 """The learned entropy model of latent grids, encode side: the float network that training fits
 to the latents, and its integer form that coder 3 stores (:mod:`inrcodec.arm`).
 
-One object is the rate model and the coder's model (as CompressAI's entropy models are): its
-float network gives the training likelihoods (a discretised Laplace per latent, whose mean and
-scale it computes from the latent's causal neighbours), :meth:`ArmFit.integer` the integer
-network whose tables the coder uses, and :meth:`ArmFit.coded_bits` what those tables spend.
+One object gives the likelihoods and the coder's model (as CompressAI's entropy models do): its
+float network the code length that fits it (a discretised Laplace per latent, whose mean and
+scale it computes from the latent's causal neighbours; :meth:`ArmFit.code`),
+:meth:`ArmFit.integer` the integer network whose tables the coder uses, and :func:`coded_bits`
+what those tables spend. The latent family fits it to its latents when they are coded; they
+train against coder 2's estimate (docs/experiments.md says why).
 """
 
 from __future__ import annotations
