@@ -199,3 +199,19 @@ def test_every_family_encodes_with_the_arm_coder(image):
     siren = inrcodec.encode(small, model="siren", bpp=4.0, steps=5, coder="arm", **FAST)
     assert inrcodec.info(siren)["coder"] == "arm"
     assert inrcodec.decode(siren).shape == (24, 24, 3)
+
+
+def test_a_coder_3_file_decodes_to_pixels_at_most_a_level_apart_with_one_thread_or_two():
+    # The latents decode bit for bit (above); the synthesis is float arithmetic, whose sums
+    # may round differently with the threads: at most one 8-bit level (docs/format.md).
+    from pathlib import Path
+    data = (Path(__file__).resolve().parent / "golden" / "latent-arm.inr").read_bytes()
+    before = torch.get_num_threads()
+    try:
+        pixels = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            pixels.append(inrcodec.decode(data, scale=2).astype(int))
+    finally:
+        torch.set_num_threads(before)
+    assert np.abs(pixels[0] - pixels[1]).max() <= 1
