@@ -113,10 +113,7 @@ class LatentFit(Trainable, Latent):
         #: The coder's bits per estimated bit (:meth:`calibrate`).
         self.calibration = 1.0
         self.rounding = 0.0  # the schedule's share of rounded steps (:meth:`fit_tasks`)
-        # Coder 3's entropy model, fitted to the latents whenever they are coded. Not a
-        # submodule: its weights are the coder's, stored in the payload, not the model's.
-        object.__setattr__(self, "entropy_model", ArmFit())
-        self._prior: tuple[bytes, arm.Network] | None = None
+        self._prior: tuple[bytes, arm.Network] | None = None  # coder 3's (coder_prior)
 
     @torch.no_grad()
     def fixed_quants(self) -> dict[str, TensorQuant]:
@@ -189,6 +186,15 @@ class LatentFit(Trainable, Latent):
 
     def entropy_coder(self, coder: str) -> str | entropy.Coder:
         return entropy.ArmCoder(self.coder_prior) if coder == "arm" else coder
+
+    @property
+    def entropy_model(self) -> ArmFit:
+        """Coder 3's entropy model, fitted to the latents whenever they are coded; made when
+        first asked for. Not a submodule: its weights are the coder's, stored in the payload,
+        not the model's tensors."""
+        if "_entropy_model" not in self.__dict__:
+            self.__dict__["_entropy_model"] = ArmFit()
+        return self.__dict__["_entropy_model"]
 
     def coder_prior(self) -> arm.Network:
         """Coder 3's network for the latents as they are: the entropy model fitted further to
@@ -276,7 +282,7 @@ class LatentFit(Trainable, Latent):
     def latent_bits(self, grids: list[np.ndarray] | None = None) -> float:
         """The estimated code length of the rounded latents (or of these integer grids) in the
         file's coder (:func:`grid_code`)."""
-        grids = [torch.round(g).cpu().numpy() for g in self.latents] if grids is None else grids
+        grids = [torch.round(g).numpy() for g in self.latents] if grids is None else grids
         return sum(grid_code(g, self.estimated_coder)[0] for g in grids)
 
     @torch.no_grad()
