@@ -4,10 +4,11 @@ A model family's encode side yields one or more :class:`~.training.FitTask` stag
 base network, then its residual networks). Each stage goes through these phases, each a small
 object, in order:
 
-1. :class:`Training`: Adam on random batches for the stage's share of ``Schedule.steps``, in
-   float, under a learning rate that warms up linearly and then follows a cosine down to
-   ``lr * lr_floor``, once or in ``cycles`` (warm restarts from the best weights so far), the
-   first cycle from ``starts`` initialisations. The whole image is evaluated every
+1. :class:`Training`: Adam (SOAP for a stage's networks, if the schedule says so) on random
+   batches for the stage's share of ``Schedule.steps``, in float, under a learning rate that
+   warms up linearly and then follows a cosine down to ``lr * lr_floor``, once or in
+   ``cycles`` (warm restarts from the best weights so far), the first cycle from ``starts``
+   initialisations. The whole image is evaluated every
    ``eval_every`` steps and the best weights are kept (each group's best, for a stage of
    independent networks such as the gridded family's cells).
 2. Quantisers: each tensor's sensitivity is probed (:func:`measure_sensitivity`) and the
@@ -53,9 +54,12 @@ COMPILE_MIN_STEPS = 1500
 #: and the time left move on large images too (a step of a 12 MP latent fit takes 0.6 s); a
 #: report is a function call, and the command line redraws at most twice a second.
 PROGRESS_EVERY = 1
-#: Adam's moment decay rates and epsilon (PyTorch's defaults).
-ADAM_BETAS = (0.9, 0.999)
+#: Adam's epsilon (PyTorch's default; its moment decay rates are the schedule's).
 ADAM_EPS = 1e-8
+#: SOAP's moment decay rates and how often (steps) it renews its eigenbases, for a stage's
+#: networks under ``Schedule.optimizer = "soap"`` (pytorch-optimizer's SOAP, no weight decay).
+SOAP_BETAS = (0.9, 0.95)
+SOAP_EVERY = 10
 #: Graphs torch.compile may keep per function: one per model shape and quantiser set, and a
 #: batch encode or a benchmark worker fits many (Dynamo's default of eight is then an error,
 #: the step being compiled with ``fullgraph=True``).
@@ -137,7 +141,9 @@ class AdamStep:
     small networks is mostly overhead.
 
     ``quants``: the forward pass sees the weights through these quantisers (straight-through
-    gradient); ``frozen``: parameters that are not updated.
+    gradient); ``frozen``: parameters that are not updated. Under the schedule's ``soap`` the
+    stage's networks (``FitTask.networks``) leave the step as gradients and SOAP updates them
+    after it (:class:`NetworkSoap`).
     """
 
     def __init__(self, task: FitTask, schedule: Schedule, compile: bool,
@@ -155,7 +161,10 @@ class AdamStep:
         data = {k: v.to(self.device) for k, v in task.data.items()}
         drop_weights = task.weighted and not schedule.window_weights
         scales = task.lr_scales
-        beta1, beta2, eps = ADAM_BETAS + (ADAM_EPS,)
+        beta1, beta2, eps = schedule.beta1, schedule.beta2, ADAM_EPS
+        apart = task.networks - frozen if schedule.optimizer == "soap" else frozenset()
+        self.soap = NetworkSoap([(n, p) for n, p in zip(names, params) if n in apart], scales) \
+            if apart else None
 
         def loss_of(weights: list[torch.Tensor], draws: torch.Tensor) -> torch.Tensor:
             x, y = task.assemble(data, draws)
@@ -165,19 +174,20 @@ class AdamStep:
                 weights = [fake_quantize(w, quants[n]) for n, w in zip(names, weights)]
             return task.loss(functional_call(module, dict(zip(names, weights)), (x,)), y)
 
-        def step(draws: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        def step(draws: torch.Tensor, lr: torch.Tensor
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
             grads, loss = grad_and_value(loss_of)(params, draws)
             count.add_(1)
             correction1 = 1 - beta1 ** count
             correction2 = 1 - beta2 ** count
             for n, p, g, m, v in zip(names, params, grads, first, second):
-                if n in frozen:
+                if n in frozen or n in apart:
                     continue
                 m.mul_(beta1).add_(g, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 rate = lr * scales[n] if n in scales else lr
                 p.sub_(rate * (m / correction1) / ((v / correction2).sqrt() + eps))
-            return loss
+            return loss, [g for n, g in zip(names, grads) if n in apart]
 
         if compile:
             _prepare_dynamo()
@@ -185,7 +195,10 @@ class AdamStep:
         self.step = step
 
     def __call__(self, draws: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        return self.step(draws, lr)
+        loss, network_grads = self.step(draws, lr)
+        if self.soap is not None:
+            self.soap.step(network_grads, lr)
+        return loss
 
     @property
     def count(self) -> int:
@@ -194,9 +207,39 @@ class AdamStep:
 
     @torch.no_grad()
     def reset(self) -> None:
-        """Adam's moments and step count back to zero."""
+        """Adam's moments and step count back to zero (and SOAP's state)."""
         for t in self.state:
             t.zero_()
+        if self.soap is not None:
+            self.soap.reset()
+
+
+class NetworkSoap:
+    """SOAP (Vyas et al. 2024; pytorch-optimizer's) for a stage's networks, stepped after the
+    compiled step from the gradients it returns, at the step's learning rate times each
+    parameter's scale (a number: ``FitTask.lr_scales``)."""
+
+    def __init__(self, named: list[tuple[str, torch.Tensor]],
+                 scales: dict[str, float | torch.Tensor]):
+        self.params = [p for _, p in named]
+        self.scales = [float(scales.get(n, 1.0)) for n, _ in named]
+        self.reset()
+
+    def reset(self) -> None:
+        from pytorch_optimizer import SOAP
+        groups = [{"params": [p], "scale": s} for p, s in zip(self.params, self.scales)]
+        self.optimizer = SOAP(groups, lr=1.0, betas=SOAP_BETAS, weight_decay=0.0,
+                              precondition_frequency=SOAP_EVERY)
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor], lr: torch.Tensor) -> None:
+        rate = float(lr)
+        for group, p, g in zip(self.optimizer.param_groups, self.params, grads):
+            group["lr"] = rate * group["scale"]
+            p.grad = g
+        self.optimizer.step()
+        for p in self.params:
+            p.grad = None
 
 
 class BestWeights:

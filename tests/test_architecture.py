@@ -148,7 +148,7 @@ def test_every_schema_key_is_accepted_by_every_entry_point():
     samples = {int: "2", float: "0.5", bool: "true", str: "uniform"}
     training = {k: samples[t] for k, t in SCHEDULE_KEYS.items()}
     training.update(steps="40", lr="1e-3", qat_lr="1e-3", progressive_lr="1e-4", warmup="0.01",
-                    lr_floor="0.01", batch="256", growth="2")
+                    lr_floor="0.01", batch="256", growth="2", optimizer="soap")
     options = EncodeOptions.from_settings(training, model="gridded")
     assert options.schedule().cycles == 2 and options.schedule().allocation == "uniform"
     fields = dict(effort="fast", bpp="1.5", encoding="positional:4", color="ycbcr",
@@ -173,6 +173,8 @@ def test_every_schema_key_is_accepted_by_every_entry_point():
     ({"cycles": "0"}, "cycles must be at least 1"),
     ({"width": "0"}, "width = 0 is outside [1, 2048]"),
     ({"allocation": "even"}, "allocation must be sensitivity or uniform"),
+    ({"beta2": "1"}, "beta1 must be in [0, 1), beta2 in (0, 1)"),
+    ({"optimizer": "sgd"}, "optimizer must be adam or soap, not 'sgd'"),
     ({"effort": "max"}, "unknown effort 'max'; choose from fast, default, best"),
     ({"compile": "maybe"}, "compile takes a bool"),
     ({"encoding": "fourier:x"}, "invalid literal"),
@@ -224,3 +226,20 @@ def test_the_package_exports_what_it_lists():
                                                "InrWarning", "__version__", *inrcodec._LAZY])
     for name in inrcodec.__all__:
         assert getattr(inrcodec, name) is not None
+
+
+def test_the_package_ships_every_subpackage_and_its_data():
+    """A wheel (not an editable install) holds what the package imports: every folder of
+    ``inrcodec`` with modules is a listed package and every data file a listed pattern."""
+    import tomllib
+    root = Path(inrcodec.__file__).parent
+    config = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    for init in root.rglob("__init__.py"):
+        name = ".".join(init.parent.relative_to(root.parent).parts)
+        assert name in listed, f"{name} is not in pyproject.toml's packages"
+    patterns = config["package-data"]["inrcodec"]
+    for data in root.rglob("*"):
+        if data.is_file() and data.suffix not in (".py", ".pyc") and "__pycache__" not in data.parts:
+            relative = data.relative_to(root)
+            assert any(relative.match(p) for p in patterns), f"{relative} is not package data"

@@ -138,8 +138,8 @@ def test_a_collapse_puts_back_the_weights_of_the_lowest_loss_and_halves_the_rate
     def scripted(draws, lr):
         stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
                         trainer.step.count))
-        step(draws, lr)
-        return torch.tensor(losses[len(stepped) - 1])
+        _, network_grads = step(draws, lr)
+        return torch.tensor(losses[len(stepped) - 1]), network_grads
 
     trainer.step.step = scripted
     trainer.run([Segment(4 * GUARD_WINDOW, 1e-2)])

@@ -172,3 +172,33 @@ def test_under_its_floor_lambda_gives_way_to_the_latents_learning_rate(growth):
     assert controller.growth == 1.0
     raised = controller.correct(1000.0, 0.9)  # then lambda rises
     assert raised == pytest.approx(over * math.exp(LambdaController.STEP))
+
+
+def test_soap_trains_the_synthesis_and_adam_the_latents():
+    """Under ``optimizer=soap`` the synthesis leaves the compiled step as gradients and SOAP
+    moves it (its state holds every synthesis tensor, none of the latents), while Adam moves
+    the latents as before: after one step the latents are those of an all-Adam step and the
+    synthesis is not; further steps move the synthesis."""
+    import dataclasses
+    from inrcodec.fit import AdamStep
+    from inrcodec.presets import Schedule
+    target = torch.rand(20, 28, 3, generator=torch.Generator().manual_seed(5))
+    after, steps = {}, {}
+    for optimizer in ("adam", "soap"):
+        net = model()
+        schedule = dataclasses.replace(Schedule(steps=10, batch=64), optimizer=optimizer)
+        (task,) = list(net.fit_tasks(target, schedule))
+        step = steps[optimizer] = AdamStep(task, schedule, compile=False)
+        assert (step.soap is not None) == (optimizer == "soap")
+        draws = task.draw(torch.Generator().manual_seed(0), 64)
+        assert torch.isfinite(step(draws, torch.tensor(1e-2)))
+        after[optimizer] = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for name, value in after["adam"].items():
+        assert torch.equal(value, after["soap"][name]) == name.startswith("latents."), name
+    soap = steps["soap"].soap
+    held = {p.data_ptr() for p in soap.optimizer.state}
+    assert held == {p.data_ptr() for p in net.synthesis.parameters()}
+    for _ in range(3):
+        steps["soap"](draws, torch.tensor(1e-2))
+    for name, p in net.synthesis.named_parameters():
+        assert not torch.equal(p, after["soap"][f"synthesis.{name}"]), name

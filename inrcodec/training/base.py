@@ -77,6 +77,10 @@ class FitTask:
     #: Multipliers of the learning rate for some parameters (by name; the others get 1): a
     #: number, or a 0-dim tensor that the stage may change between steps (``control``).
     lr_scales: dict[str, float | torch.Tensor] = field(default_factory=dict)
+    #: The parameters that are a network's weights among others that are not (the latent
+    #: family's synthesis beside its latents), by name: the schedule's ``optimizer`` may train
+    #: them with SOAP rather than Adam.
+    networks: frozenset[str] = frozenset()
 
 
 class Trainable(ImageModel):

@@ -385,7 +385,9 @@ class LatentFit(Trainable, Latent):
                       samples=h * w, name="latent", control=self.control, keep_best=False,
                       fixed_quants=self.fixed_quants, collapse_ratio=math.inf,
                       lr_scales={n: self.latent_lr if n.startswith("latents.")
-                                 else schedule.network_lr for n, _ in self.named_parameters()})
+                                 else schedule.network_lr for n, _ in self.named_parameters()},
+                      networks=frozenset(n for n, _ in self.named_parameters()
+                                         if n.startswith("synthesis.")))
 
     # -- sizing -----------------------------------------------------------------------------
     @classmethod

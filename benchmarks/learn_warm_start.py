@@ -1,0 +1,134 @@
+"""Learn a starting synthesis network for the latent family from a training set (issue 35's
+warm start, screened and not kept: docs/experiments.md, "The training recipe, lever by lever"):
+Reptile over short fits, each image's fit starting from the shared weights and the shared
+weights moving a step towards where the fits ended.
+
+    python benchmarks/learn_warm_start.py PHOTOS_FOLDER --rounds 3 --jobs 2 --set beta2=0.99 \\
+        --out /tmp/warm
+
+Each photo (any size, JPEG or PNG) is reduced by an area filter until it just covers 768x512
+(512x768 if it is portrait) and cut to that centre, so that its detail is at Kodak's scale.
+A round fits every photo once (the fast effort's schedule, one thread a fit, ``--jobs`` at a
+time) at a rate taken in turn from ``--bpp``, from the shared weights; after each batch of
+``--jobs`` fits the shared weights move ``epsilon`` of the way to the fits' mean (epsilon
+falling linearly from 1 to 0.1 over the rounds). The synthesis is the one that sizing gives a
+768x512 image (the default seven levels of two channels, two hidden layers of 24): the shape
+every Kodak-sized or larger encode at 0.12 bpp or more uses. Printed per round: the fits' mean
+PSNR (which should rise as the start improves) and the seconds.
+
+The photos must not be ones the codec is measured on (never Kodak, CLIC or scikit-image's): the
+screened weights came from the public SqueezeSoftware/test_files Unsplash photos that
+docs/experiments.md names. The weights are written as ``synthesis-14-24-24-3.npy`` (float32,
+the parameters flat in the synthesis's order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+SIZE = (768, 512)
+#: The synthesis learned (``Synthesis``'s inputs, width, depth, outputs): what sizing gives a
+#: Kodak-sized or larger image at 0.12 bpp or more.
+SHAPE = (14, 24, 2, 3)
+
+
+def prepared(path: Path) -> np.ndarray:
+    """The photo reduced by an area filter to just cover 768x512 (or 512x768) and cut to it."""
+    from PIL import Image
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        w, h = SIZE if image.width >= image.height else SIZE[::-1]
+        scale = max(w / image.width, h / image.height)
+        size = (max(w, round(image.width * scale)), max(h, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BOX)
+        left, top = (size[0] - w) // 2, (size[1] - h) // 2
+        return np.asarray(image.crop((left, top, left + w, top + h)))
+
+
+def fit_from(pixels: np.ndarray, bpp: float, start: np.ndarray | None, seed: int,
+             settings: dict) -> tuple[np.ndarray, float]:
+    """One fast-effort fit of the latent family from the synthesis ``start`` (flat, in the
+    order of its parameters; None: its random initialisation): where its synthesis ended
+    (float, before quantisation) and the file's PSNR."""
+    import torch
+    from inrcodec.decoder import render
+    from inrcodec.encoder import signal_path
+    from inrcodec.fit import fit
+    from inrcodec.metrics import psnr
+    from inrcodec.options import EncodeOptions
+    from inrcodec.ratecontrol import RatePlan
+    from inrcodec.training import get_trainable
+
+    torch.set_num_threads(1)
+    options = EncodeOptions.from_settings({"model": "latent", "bpp": bpp, "effort": "fast",
+                                           "seed": seed, **settings})
+    family = get_trainable("latent")
+    height, width, channels = pixels.shape
+    transform, enc = signal_path(family, options, channels)
+    plan = RatePlan.make(family, options, height, width, transform, enc)
+    model = plan.model
+    if start is not None:
+        torch.nn.utils.vector_to_parameters(torch.from_numpy(start), model.synthesis.parameters())
+    target = transform.forward(torch.from_numpy(pixels.astype(np.float32) / 255.0))
+    report = fit(model, target, options.schedule(), seed=seed, quantiser=plan.quantiser)
+    end = torch.nn.utils.parameters_to_vector(model.synthesis.parameters()).detach().numpy()
+    plan.finish(dict(report.quants))
+    return end.copy(), psnr(render(model, height, width), pixels)
+
+
+def random_start() -> np.ndarray:
+    """A random synthesis of the shape the warm start is for (flat): where learning starts."""
+    import torch
+    from inrcodec.models.latent import Synthesis
+    synthesis = Synthesis(*SHAPE, torch.Generator().manual_seed(0))
+    return torch.nn.utils.parameters_to_vector(synthesis.parameters()).detach().numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("photos", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="folder of the weights")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--bpp", default="0.25,0.5,1.0")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the fits, as inr encode's +key=value")
+    args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.set)
+    rates = [float(b) for b in args.bpp.split(",")]
+    paths = sorted(p for p in args.photos.iterdir()
+                   if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.stat().st_size)
+    photos = [prepared(p) for p in paths]
+    print(f"{len(photos)} photos: {', '.join(p.stem for p in paths)}", flush=True)
+    theta = random_start()
+    rng = np.random.default_rng(0)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for r in range(args.rounds):
+            start = time.perf_counter()
+            epsilon = 1.0 - 0.9 * r / max(1, args.rounds - 1)
+            order = rng.permutation(len(photos))
+            scores = []
+            for b in range(0, len(order), args.jobs):
+                batch = order[b:b + args.jobs]
+                work = [(photos[i], rates[(i + r) % len(rates)], theta, 1000 * r + int(i),
+                         settings) for i in batch]
+                ends = list(pool.map(fit_from, *zip(*work)))
+                theta = theta + epsilon * (np.mean([e for e, _ in ends], axis=0) - theta)
+                scores += [s for _, s in ends]
+            print(f"round {r + 1}: epsilon {epsilon:.2f}, mean PSNR of its fits "
+                  f"{np.mean(scores):.3f} dB, {time.perf_counter() - start:.0f} s", flush=True)
+    dims = [SHAPE[0]] + [SHAPE[1]] * SHAPE[2] + [SHAPE[3]]
+    out = args.out / f"synthesis-{'-'.join(map(str, dims))}.npy"
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.save(out, theta.astype("<f4"), allow_pickle=False)
+    print(f"wrote {out} ({theta.size} weights)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
