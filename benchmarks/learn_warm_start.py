@@ -14,7 +14,8 @@ time) at a rate taken in turn from ``--bpp``, from the shared weights; after eac
 falling linearly from 1 to 0.1 over the rounds). The synthesis is the one that sizing gives a
 768x512 image (the default seven levels of two channels, two hidden layers of 24): the shape
 every Kodak-sized or larger encode at 0.12 bpp or more uses. Printed per round: the fits' mean
-PSNR (which should rise as the start improves) and the seconds.
+PSNR and the seconds (each photo's rate moves on by one each round, so rounds' means are not
+comparable with each other; whether a start pays is screened by encodes from it).
 
 The photos must not be ones the codec is measured on (never Kodak, CLIC or scikit-image's): the
 screened weights came from the public SqueezeSoftware/test_files Unsplash photos that
