@@ -254,10 +254,10 @@ def grid_tables(grid: np.ndarray, qmax: int, net: Network) -> tuple[np.ndarray, 
 
 
 def frequencies(grid: np.ndarray, qmax: int, net: Network) -> tuple[np.ndarray, np.ndarray]:
-    """The frequencies and cumulative frequencies (int64) of a grid's latents, raster order."""
+    """The frequencies and cumulative frequencies (int32) of a grid's latents, raster order."""
     residual, index = grid_tables(grid, qmax, net)
-    freq = np.empty(grid.size, dtype=np.int64)
-    cum = np.empty(grid.size, dtype=np.int64)
+    freq = np.empty(grid.size, dtype=np.int32)
+    cum = np.empty(grid.size, dtype=np.int32)
     for k in np.unique(index).tolist():
         where = index == k
         freq[where], cum[where] = table(qmax, k).lookup(residual[where])

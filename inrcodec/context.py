@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from typing import Iterator
 
 import numpy as np
 
@@ -47,6 +48,11 @@ _CLASS_OF = [sum(a >= b for b in CLASS_BOUNDS) for a in range(CLASS_BOUNDS[-1])]
 _CLASS_TABLE = np.array(_CLASS_OF + [CLASSES - 1], dtype=np.int8)
 
 
+#: Values that :func:`analyse` takes at a time (whole rows of a plane), so that its temporaries
+#: stay small for the 24 million latents of a 12 MP photo's finest grid.
+BAND_VALUES = 1 << 20
+
+
 def neighbours(planes: np.ndarray) -> tuple[np.ndarray, ...]:
     """The neighbours L, U, UL, UR (int32 views, each of the shape C x H x W of ``planes``) of
     each value, zero outside its plane."""
@@ -56,6 +62,22 @@ def neighbours(planes: np.ndarray) -> tuple[np.ndarray, ...]:
     return padded[:, 1:, :-2], padded[:, :-1, 1:-1], padded[:, :-1, :-2], padded[:, :-1, 2:]
 
 
+def bands(planes: np.ndarray) -> Iterator[tuple[tuple[int, slice], tuple[np.ndarray, ...]]]:
+    """A tensor (C, H, W) in bands of whole rows of one plane, about BAND_VALUES values each:
+    each band's place (plane, rows) and its values' neighbours (:func:`neighbours`, the row
+    above the band included)."""
+    c, h, w = planes.shape
+    rows = max(1, BAND_VALUES // max(w, 1))
+    for k in range(c):
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            band = planes[k:k + 1, max(0, top - 1):bottom]
+            near = neighbours(band)
+            if top > 0:  # the row above is context only
+                near = tuple(n[:, 1:] for n in near)
+            yield (k, slice(top, bottom)), near
+
+
 def activity_class(near: tuple[np.ndarray, ...]) -> np.ndarray:
     """Each value's class (int8) from its neighbours (:func:`neighbours`)."""
     left, up, upleft, upright = (np.abs(n) for n in near)
@@ -63,16 +85,18 @@ def activity_class(near: tuple[np.ndarray, ...]) -> np.ndarray:
     return _CLASS_TABLE[np.minimum(activity, len(_CLASS_OF))]
 
 
-def fit_weights(planes: np.ndarray, near: tuple[np.ndarray, ...] | None = None
-                ) -> tuple[int, ...]:
+def fit_weights(planes: np.ndarray) -> tuple[int, ...]:
     """The four mean weights (in 64ths) that best predict ``planes`` from their neighbours in
-    least squares, rounded to i8."""
-    near = neighbours(planes) if near is None else near
-    x = np.stack([n.ravel() for n in near]).astype(np.float32)
-    gram = (x @ x.T).astype(np.float64)
+    least squares, rounded to i8. The normal equations are summed band by band in float64, in
+    which the products and sums of our latents are exact, so the weights do not depend on the
+    order of the sums (nor on the machine)."""
+    gram, target = np.zeros((4, 4)), np.zeros(4)
+    for (k, rows), near in bands(planes):
+        x = np.stack([n.ravel() for n in near]).astype(np.float64)
+        gram += x @ x.T
+        target += x @ planes[k, rows].ravel().astype(np.float64)
     if not np.any(np.diag(gram) > 0):
         return (0, 0, 0, 0)
-    target = (x @ planes.reshape(-1).astype(np.float32)).astype(np.float64)
     coef = np.linalg.lstsq(gram + 1e-9 * np.eye(4), target, rcond=None)[0]
     return tuple(int(w) for w in np.clip(np.round(coef * WEIGHT_ONE), -128, 127))
 
@@ -90,25 +114,40 @@ def predict(near: tuple[np.ndarray, ...], weights: tuple[int, ...], qmax: int) -
 def analyse(planes: np.ndarray, qmax: int, weights: tuple[int, ...] | None = None
             ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     """A tensor's model and contexts: its weights (fitted unless given), each value's residual
-    y - mu (int32) and class (int8)."""
-    planes = planes.astype(np.int32)
-    near = neighbours(planes)
-    weights = fit_weights(planes, near) if weights is None else weights
-    return weights, planes - predict(near, weights, qmax), activity_class(near)
+    y - mu (int32) and class (int8); band by band (:func:`bands`)."""
+    planes = planes.astype(np.int32, copy=False)
+    weights = fit_weights(planes) if weights is None else weights
+    residual = np.empty(planes.shape, dtype=np.int32)
+    classes = np.empty(planes.shape, dtype=np.int8)
+    for (k, rows), near in bands(planes):
+        residual[k, rows] = planes[k, rows] - predict(near, weights, qmax)[0]
+        classes[k, rows] = activity_class(near)[0]
+    return weights, residual, classes
 
 
 def encode_model(planes: np.ndarray, qmax: int) -> tuple[bytes, np.ndarray, np.ndarray]:
     """A three-dimensional tensor's model bytes (:data:`MODEL_FORMAT`) and its residuals'
     frequencies and cumulative frequencies, in coding order."""
-    from .entropy import geometric_ratio  # coder 1's fit (the entropy stage imports this module)
+    from .entropy import ratio_of_magnitudes  # coder 1's fit (the entropy stage imports this)
     weights, residual, classes = analyse(planes, qmax)
-    ratios = [geometric_ratio(residual[classes == k]) for k in range(CLASSES)]
-    freq = np.empty(residual.size, dtype=np.int64)
-    cum = np.empty(residual.size, dtype=np.int64)
     flat_res, flat_cls = residual.ravel(), classes.ravel()
-    for k, table in enumerate(residual_tables(qmax, ratios)):
-        where = flat_cls == k
-        freq[where], cum[where] = table.lookup(flat_res[where])
+    parts = [slice(start, start + BAND_VALUES) for start in range(0, flat_res.size, BAND_VALUES)]
+    counts, totals = [0] * CLASSES, [0] * CLASSES
+    for part in parts:
+        cls, magnitude = flat_cls[part], np.abs(flat_res[part]).astype(np.int64)
+        for k in range(CLASSES):
+            where = cls == k
+            counts[k] += int(where.sum())
+            totals[k] += int(magnitude[where].sum())
+    ratios = [ratio_of_magnitudes(t, n) for t, n in zip(totals, counts)]
+    tables = residual_tables(qmax, ratios)
+    freq = np.empty(residual.size, dtype=np.int32)
+    cum = np.empty(residual.size, dtype=np.int32)
+    for part in parts:  # in bands: the lookups' temporaries stay small
+        cls, res, f, c = flat_cls[part], flat_res[part], freq[part], cum[part]
+        for k, table in enumerate(tables):
+            where = cls == k
+            f[where], c[where] = table.lookup(res[where])
     return struct.pack(MODEL_FORMAT, *weights, *ratios), freq, cum
 
 

@@ -177,7 +177,7 @@ def _estimate(family: str, options: EncodeOptions, values: int) -> pace.Estimate
     """The cost model's seconds for one fit of ``values`` stored values under ``options``."""
     schedule = options.schedule()
     return pace.estimate(family, planned_steps(schedule), values,
-                         compiled=compiles(options.compile, schedule.steps))
+                         compiled=compiles(options.compile, schedule.steps, values))
 
 
 def _announce(estimate: pace.Estimate, family: str, values: int, height: int, width: int,

@@ -100,7 +100,12 @@ def ratio_of_mean(m: float) -> float:
 def geometric_ratio(symbols: np.ndarray) -> int:
     """The maximum-likelihood ratio of a two-sided geometric distribution fitted to
     ``symbols``, as a u16 fraction (:func:`ratio_of_mean`)."""
-    m = float(np.abs(symbols.astype(np.int64)).mean()) if symbols.size else 0.0
+    return ratio_of_magnitudes(int(np.abs(symbols.astype(np.int64)).sum()), symbols.size)
+
+
+def ratio_of_magnitudes(total: int, count: int) -> int:
+    """:func:`geometric_ratio` of ``count`` symbols whose magnitudes sum to ``total``."""
+    m = total / count if count else 0.0
     return min(round(ratio_of_mean(m) * rans.RATIO_ONE), rans.RATIO_ONE - 1)
 
 

@@ -9,10 +9,11 @@ docs/experiments.md, "Encode time"):
 where ``values`` is the sized model's count of stored values (latents and weights), known before
 any training, and ``step`` and ``tail`` are interpolated between measured points (linearly in
 the values, and beyond the last two points along their line). ``setup`` is compiling the
-training step (about 20 s, for a phase of COMPILE_MIN_STEPS steps or more) and, for the latent
+training step (about 20 s, for a phase of COMPILE_MIN_STEPS steps or more, or of as much work:
+``fit.compiles``) and, for the latent
 family, making its per-pixel tables. A step of the latent family touches every latent (noise,
-Adam, the rate term), so its cost grows with the image, faster than linearly from a few
-megapixels on (memory traffic); a step of a SIREN family trains on a fixed batch and grows only
+Adam, the rate term) and draws a batch that grows with the image beyond a Kodak image's size, so
+its cost grows with the image; a step of a SIREN family trains on a fixed batch and grows only
 with the network. The tail is quantisation, the entropy coding of every value (several times, by
 rate control) and the final render. The model is a guide for the warning before a long encode,
 not a promise: another machine is faster or slower by about a constant factor, which the
@@ -70,12 +71,15 @@ class CostModel:
 #: Measured with benchmarks/encode_time.py at 0.3 bpp on crops of 768x512, 1536x1024 and
 #: 3072x2048 of a photograph, each in a fresh process, and the latent family on the whole
 #: 4000x3000 (benchmarks/large_photo.py; docs/experiments.md, "Encode time"). The
-#: latent family's steps are compiled at the default effort, eager at the fast one (1.5-2.1 times
-#: the compiled step: 0.035 / 0.081 / 0.30 s); the SIREN families' steps were measured eager
-#: (the gridded family's compiled) and their compiled steps taken as 0.7 times that.
+#: latent family's step, whose batch grows with the image beyond a Kodak image's pixels
+#: (``Schedule.batch_pixels``), was measured again with it: 0.26 s compiled for the 8 M values
+#: of 2000x1500 (150 and 450 steps), 0.77 s for the 32 M of 4000x3000 (the fast and default
+#: encodes of benchmarks/camera_photo.py; docs/experiments.md, "A camera photo"). Its steps are
+#: compiled at the default effort, eager at the fast one on small images (1.5-2.1 times the
+#: compiled step); the SIREN families' steps were measured eager (the gridded family's
+#: compiled) and their compiled steps taken as 0.7 times that.
 COSTS: dict[str, CostModel] = {
-    "latent": CostModel(step=((1.05e6, 0.0236), (4.2e6, 0.0461), (16.8e6, 0.146),
-                              (32.0e6, 0.225)),
+    "latent": CostModel(step=((1.05e6, 0.0236), (8.0e6, 0.26), (32.0e6, 0.77)),
                         tail=((1.05e6, 1.0), (4.2e6, 5.1), (16.8e6, 18.0), (32.0e6, 17.2)),
                         eager=1.8, setup_per_value=1e-6),
     "gridded": CostModel(step=((17.7e3, 0.0017), (67.9e3, 0.0017), (271.5e3, 0.0024)),

@@ -237,3 +237,21 @@ def test_sparse_grids_round_trip_through_the_context_coder():
     payload = entropy.encode(grids, bits, "context")
     decoded = entropy.decode(payload, [g.shape for g in grids], bits, "context")
     assert all(np.array_equal(a.ravel(), b) for a, b in zip(grids, decoded))
+
+
+def test_the_coders_work_in_pieces_that_do_not_change_their_bytes(monkeypatch):
+    """A 12 MP photo's latents are analysed in bands of rows and turned into Python ints a
+    chunk at a time, so that memory stays bounded: bands of one or two rows and chunks of
+    three symbols give the same models, contexts and bytes as whole tensors."""
+    symbols, bits = latent_grids(3)
+    whole = {coder: entropy.encode(symbols, bits, coder) for coder in ("rans", "context")}
+    analysed = inrcodec.context.analyse(symbols[1], entropy.qmax(3))
+    monkeypatch.setattr(inrcodec.context, "BAND_VALUES", 40)  # one row of 33, then bands of one
+    monkeypatch.setattr(rans, "ENCODE_CHUNK", 3)
+    pieces = inrcodec.context.analyse(symbols[1], entropy.qmax(3))
+    assert pieces[0] == analysed[0]
+    assert np.array_equal(pieces[1], analysed[1]) and np.array_equal(pieces[2], analysed[2])
+    for coder, payload in whole.items():
+        assert entropy.encode(symbols, bits, coder) == payload
+    monkeypatch.setattr(inrcodec.context, "BAND_VALUES", 70)  # two rows a band
+    assert entropy.encode(symbols, bits, "context") == whole["context"]

@@ -9,8 +9,8 @@ import torch
 
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
-from inrcodec.fit import (GUARD_WINDOW, AdamStep, Segment, SegmentTrainer, Training,
-                          learning_rate)
+from inrcodec.fit import (COMPILE_MIN_STEPS, GUARD_WINDOW, AdamStep, Segment, SegmentTrainer,
+                          Training, compiles, learning_rate)
 from inrcodec.presets import Schedule
 from inrcodec.models.siren import TiledSiren
 from inrcodec.training.siren import tiled_fit_task
@@ -177,3 +177,24 @@ def test_the_plain_sirens_best_effort_begins_with_its_default_run():
     first, *later = Training(best, task).segments
     assert Training(default, task).segments == [first] and len(later) == best.cycles - 1
     assert all(s.start == "best" and s.steps == first.steps for s in later)
+
+
+def test_the_batch_grows_with_the_image_beyond_the_schedules_pixels():
+    """Under ``batch_pixels`` every pixel is drawn as often over a fit of a large image as of a
+    small one: a stage of twice ``batch_pixels`` samples draws twice the schedule's batch."""
+    field, task, _ = scripted_two_cells([[0.1, 0.1]])
+    samples = task.samples * task.groups
+    fixed = Schedule(steps=4, batch=40)
+    assert trainer_for(task, fixed).batch == 20  # 40 over the two cells
+    grown = dataclasses.replace(fixed, batch_pixels=samples // 2)
+    assert trainer_for(task, grown).batch == 40
+    at_most = dataclasses.replace(fixed, batch_pixels=4 * samples)
+    assert trainer_for(task, at_most).batch == 20  # never smaller than the schedule's
+
+
+def test_long_phases_and_large_models_compile():
+    assert compiles(None, COMPILE_MIN_STEPS) and not compiles(None, COMPILE_MIN_STEPS - 1)
+    # The fast effort's 300 steps: eager for a Kodak image's million latents, compiled for
+    # a 12 MP photo's 32 million.
+    assert not compiles(None, 300, 1_049_547) and compiles(None, 300, 32_000_000)
+    assert not compiles(False, 300, 32_000_000) and compiles(True, 10, 10)

@@ -112,6 +112,10 @@ def test_the_rate_term_follows_the_context_coders_means_and_classes():
             grid.fill_(5.0)
     flat = net.measure_code()
     assert torch.equal(net.code_mean0[:, 1:, 1:], torch.full_like(net.code_mean0[:, 1:, 1:], 5.0))
+    # Inside, every neighbour is 5: the most active class, whose unit cost each latent carries.
+    assert bool((net.code_class0[:, 1:, 1:-1] == 3).all())
+    assert torch.equal(net.unit_bits(0)[:, 1:, 1:-1],
+                       net.unit_table0[3].expand_as(net.code_mean0[:, 1:, 1:-1]))
     net.coder = "rans"
     assert net.measure_code() > 10 * flat  # a grid's one geometric code: every 5 costs bits
     assert torch.equal(net.code_mean0, torch.zeros_like(net.code_mean0))

@@ -38,7 +38,8 @@ class FitTask:
     subsampled grid of at most ``max_pixels``, default EVAL_PIXELS); ``samples`` is how many
     distinct training samples one group has; ``groups`` is G. A step draws ``batch / G`` samples
     per group (``batch`` being the effort's samples per step) times ``batch_factor``, for stages
-    whose samples are worth more than a pixel each (the DCT family's blocks).
+    whose samples are worth more than a pixel each (the DCT family's blocks), and in proportion
+    to the stage's samples beyond the schedule's ``batch_pixels``.
     """
 
     module: torch.nn.Module

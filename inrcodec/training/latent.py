@@ -71,27 +71,35 @@ def geometric_code(count: int, total: float) -> tuple[float, float]:
 
 
 def grid_code(grid: np.ndarray, coder: str, weights: tuple[int, ...] | None = None
-              ) -> tuple[float, np.ndarray, np.ndarray, tuple[int, ...] | None]:
-    """What ``coder`` spends on a grid of integers (C, H, W), estimated: its bits, and per
-    latent the mean it is coded around and the bits a unit away from it costs, and the context
-    model's mean weights. The ``context`` coder's means and classes come from each latent's
-    neighbours (:mod:`..context`; its model's bytes counted; the weights fitted unless given),
-    the other coders' from the whole grid."""
+              ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...] | None]:
+    """What ``coder`` spends on a grid of integers (C, H, W), estimated: its bits; per latent
+    the mean it is coded around and its class (uint8); per class the bits a unit away from the
+    mean costs (float32, context.CLASSES); and the context model's mean weights. The
+    ``context`` coder's means and classes come from each latent's neighbours
+    (:mod:`..context`; its model's bytes counted; the weights fitted unless given), the other
+    coders' from the whole grid (one class)."""
     if coder != "context":
         bits, unit = geometric_code(grid.size, float(np.abs(grid).sum()))
-        return bits, np.zeros(grid.shape, np.float32), np.full(grid.shape, unit, np.float32), None
+        return (bits, np.zeros(grid.shape, np.float32), np.zeros(grid.shape, np.uint8),
+                np.full(context.CLASSES, unit, np.float32), None)
     if not grid.any():  # the common finest grid at low rates: every value 0, class 0, mean 0
         return (8.0 * context.MODEL_BYTES, np.zeros(grid.shape, np.float32),
-                np.full(grid.shape, MAX_UNIT_BITS, np.float32), (0, 0, 0, 0))
+                np.zeros(grid.shape, np.uint8), np.full(context.CLASSES, MAX_UNIT_BITS, np.float32),
+                (0, 0, 0, 0))
     qmax = with_step(torch.from_numpy(grid), 1.0).qmax  # as the file will store the grid
     weights, residual, classes = context.analyse(grid, qmax, weights)
-    flat = classes.ravel()
-    counts = np.bincount(flat, minlength=context.CLASSES)
-    totals = np.bincount(flat, weights=np.abs(residual).ravel(), minlength=context.CLASSES)
+    flat_classes, flat_residual = classes.ravel(), residual.ravel()
+    counts = np.bincount(flat_classes, minlength=context.CLASSES)
+    totals = np.zeros(context.CLASSES)  # sums of integers, exact in float64
+    for start in range(0, flat_residual.size, context.BAND_VALUES):
+        part = slice(start, start + context.BAND_VALUES)
+        totals += np.bincount(flat_classes[part], weights=np.abs(flat_residual[part]),
+                              minlength=context.CLASSES)
     codes = [geometric_code(int(n), float(t)) for n, t in zip(counts, totals)]
     units = np.array([u for _, u in codes], dtype=np.float32)
     bits = 8.0 * context.MODEL_BYTES + sum(b for b, _ in codes)
-    return bits, (grid - residual).astype(np.float32), units[classes], weights
+    mean = np.subtract(grid, residual, dtype=np.float32)  # integers, exact
+    return bits, mean, classes.view(np.uint8), units, weights
 
 
 @trainable
@@ -141,7 +149,7 @@ class LatentFit(Trainable, Latent):
             return
         sensitivity = self.latent_sensitivity()
         # Zeroing y saves about u |y| bits and costs s y^2: it goes when |y| < t u / s.
-        reach = [getattr(self, f"unit_bits{level}") / sensitivity[level][:, None, None]
+        reach = [self.unit_bits(level) / sensitivity[level][:, None, None]
                  for level in range(self.levels)]
         magnitudes = [g.abs() for g in self.latents]
         t = 0.5 / max(float(r.max()) for r in reach)
@@ -274,9 +282,14 @@ class LatentFit(Trainable, Latent):
         """lambda times the latents' estimated bits per pixel: each latent's distance from the
         mean its coder predicts, times the bits a unit of it costs there (both as the latents
         were when last measured: :meth:`measure_code`)."""
-        bits = sum((getattr(self, f"unit_bits{level}") * (g - getattr(self, f"code_mean{level}"))
-                    .abs()).sum() for level, g in enumerate(self.latents))
+        bits = sum((self.unit_bits(level) * (g - getattr(self, f"code_mean{level}")).abs()).sum()
+                   for level, g in enumerate(self.latents))
         return self.rate_lambda * bits / self.pixels
+
+    def unit_bits(self, level: int) -> torch.Tensor:
+        """The bits a unit away from its mean costs, per latent of grid ``level``: its class's
+        (a class a byte, as the latents were when last measured)."""
+        return getattr(self, f"unit_table{level}")[getattr(self, f"code_class{level}").long()]
 
     @torch.no_grad()
     def latent_bits(self, grids: list[np.ndarray] | None = None) -> float:
@@ -293,11 +306,12 @@ class LatentFit(Trainable, Latent):
         total = 0.0
         for level, g in enumerate(self.latents):
             weights = None if refit else self.code_weights[level]
-            bits, mean, units, self.code_weights[level] = grid_code(
+            bits, mean, classes, units, self.code_weights[level] = grid_code(
                 torch.round(g).numpy(), self.estimated_coder, weights)
             total += bits
             getattr(self, f"code_mean{level}").copy_(torch.from_numpy(mean))
-            getattr(self, f"unit_bits{level}").copy_(torch.from_numpy(units))
+            getattr(self, f"code_class{level}").copy_(torch.from_numpy(classes))
+            getattr(self, f"unit_table{level}").copy_(torch.from_numpy(units))
         return total
 
     @torch.no_grad()
@@ -333,13 +347,18 @@ class LatentFit(Trainable, Latent):
         self.latent_lr.fill_(self.controller.growth)
 
     def _start_rate_term(self) -> None:
-        """The rate term's state, per latent: the mean its coder predicts and the bits a unit
-        away from it costs (:meth:`measure_code` sets them), on the latents' device."""
+        """The rate term's state, per latent: the mean its coder predicts and its class, and
+        per class the bits a unit away from the mean costs (:meth:`measure_code` sets them; a
+        unit a bit until then), on the latents' device."""
         for level, grid in enumerate(self.latents):
             if not hasattr(self, f"code_mean{level}"):
-                self.register_buffer(f"code_mean{level}", torch.zeros_like(grid.detach()),
+                grid = grid.detach()
+                self.register_buffer(f"code_mean{level}", torch.zeros_like(grid),
                                      persistent=False)
-                self.register_buffer(f"unit_bits{level}", torch.ones_like(grid.detach()),
+                self.register_buffer(f"code_class{level}",
+                                     torch.zeros_like(grid, dtype=torch.uint8), persistent=False)
+                self.register_buffer(f"unit_table{level}",
+                                     torch.ones(context.CLASSES, device=grid.device),
                                      persistent=False)
 
     def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
@@ -359,12 +378,14 @@ class LatentFit(Trainable, Latent):
         def draw(generator: torch.Generator, batch: int) -> torch.Tensor:
             """Rows, columns (exact in float32: sides are at most 16384) and the noise; only
             the noise when a step takes every pixel."""
-            if batch >= h * w:
-                return torch.rand(n_latents, generator=generator) - 0.5
-            y = torch.randint(0, h, (batch,), generator=generator).float()
-            x = torch.randint(0, w, (batch,), generator=generator).float()
-            noise = torch.rand(n_latents, generator=generator) - 0.5
-            return torch.cat([y, x, noise])
+            batch = 0 if batch >= h * w else batch
+            # Made in place, one tensor of the latents' size (128 MB at 12 MP), not two.
+            draws = torch.empty(2 * batch + n_latents)
+            if batch:
+                draws[:batch] = torch.randint(0, h, (batch,), generator=generator)
+                draws[batch:2 * batch] = torch.randint(0, w, (batch,), generator=generator)
+            draws[2 * batch:].uniform_(generator=generator).sub_(0.5)
+            return draws
 
         def assemble(data, draws):
             batch = (draws.numel() - n_latents) // 2
