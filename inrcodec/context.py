@@ -125,25 +125,30 @@ def analyse(planes: np.ndarray, qmax: int, weights: tuple[int, ...] | None = Non
     return weights, residual, classes
 
 
+def class_totals(residual: np.ndarray, classes: np.ndarray) -> tuple[list[int], list[int]]:
+    """Per class, how many residuals it holds and the sum of their magnitudes (exact; a band of
+    BAND_VALUES at a time)."""
+    flat_res, flat_cls = residual.ravel(), classes.ravel()
+    counts = np.bincount(flat_cls, minlength=CLASSES)
+    totals = np.zeros(CLASSES)  # sums of integers, exact in float64
+    for start in range(0, flat_res.size, BAND_VALUES):
+        part = slice(start, start + BAND_VALUES)
+        totals += np.bincount(flat_cls[part], weights=np.abs(flat_res[part]), minlength=CLASSES)
+    return [int(n) for n in counts], [int(t) for t in totals]
+
+
 def encode_model(planes: np.ndarray, qmax: int) -> tuple[bytes, np.ndarray, np.ndarray]:
     """A three-dimensional tensor's model bytes (:data:`MODEL_FORMAT`) and its residuals'
     frequencies and cumulative frequencies, in coding order."""
     from .entropy import ratio_of_magnitudes  # coder 1's fit (the entropy stage imports this)
     weights, residual, classes = analyse(planes, qmax)
-    flat_res, flat_cls = residual.ravel(), classes.ravel()
-    parts = [slice(start, start + BAND_VALUES) for start in range(0, flat_res.size, BAND_VALUES)]
-    counts, totals = [0] * CLASSES, [0] * CLASSES
-    for part in parts:
-        cls, magnitude = flat_cls[part], np.abs(flat_res[part]).astype(np.int64)
-        for k in range(CLASSES):
-            where = cls == k
-            counts[k] += int(where.sum())
-            totals[k] += int(magnitude[where].sum())
-    ratios = [ratio_of_magnitudes(t, n) for t, n in zip(totals, counts)]
+    ratios = [ratio_of_magnitudes(t, n) for n, t in zip(*class_totals(residual, classes))]
     tables = residual_tables(qmax, ratios)
+    flat_res, flat_cls = residual.ravel(), classes.ravel()
     freq = np.empty(residual.size, dtype=np.int32)
     cum = np.empty(residual.size, dtype=np.int32)
-    for part in parts:  # in bands: the lookups' temporaries stay small
+    for start in range(0, flat_res.size, BAND_VALUES):  # the lookups' temporaries stay small
+        part = slice(start, start + BAND_VALUES)
         cls, res, f, c = flat_cls[part], flat_res[part], freq[part], cum[part]
         for k, table in enumerate(tables):
             where = cls == k

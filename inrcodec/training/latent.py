@@ -88,14 +88,7 @@ def grid_code(grid: np.ndarray, coder: str, weights: tuple[int, ...] | None = No
                 (0, 0, 0, 0))
     qmax = with_step(torch.from_numpy(grid), 1.0).qmax  # as the file will store the grid
     weights, residual, classes = context.analyse(grid, qmax, weights)
-    flat_classes, flat_residual = classes.ravel(), residual.ravel()
-    counts = np.bincount(flat_classes, minlength=context.CLASSES)
-    totals = np.zeros(context.CLASSES)  # sums of integers, exact in float64
-    for start in range(0, flat_residual.size, context.BAND_VALUES):
-        part = slice(start, start + context.BAND_VALUES)
-        totals += np.bincount(flat_classes[part], weights=np.abs(flat_residual[part]),
-                              minlength=context.CLASSES)
-    codes = [geometric_code(int(n), float(t)) for n, t in zip(counts, totals)]
+    codes = [geometric_code(n, float(t)) for n, t in zip(*context.class_totals(residual, classes))]
     units = np.array([u for _, u in codes], dtype=np.float32)
     bits = 8.0 * context.MODEL_BYTES + sum(b for b, _ in codes)
     mean = np.subtract(grid, residual, dtype=np.float32)  # integers, exact
