@@ -53,7 +53,7 @@ from .quantize import Quantiser, TensorQuant, choose, fake_quantize
 #: COMPILE_MIN_WORK: on a large image an eager step costs about 9 ns a value more than a
 #: compiled one (0.30 against 0.15 s for a 6 MP latent fit's 17 M values), so compiling pays
 #: from about 2e9 value-steps (the fast effort's 300 steps from about 3 MP), and the compiled
-#: step keeps fewer of the latents' temporaries (3 MP: a peak of 0.98 GB against 1.27 GB).
+#: step keeps fewer of the latents' temporaries (3 MP, fast: a peak of 1,230 against 1,319 MiB).
 COMPILE_MIN_STEPS = 1500
 COMPILE_MIN_WORK = 2e9
 #: Steps between progress reports (evaluations report too): every step, so that a bar's clock
