@@ -15,8 +15,8 @@ decode above the limits) may come out; anything else is a finding, written to ``
 The run reports the outcomes, the slowest input and the peak memory of the workers.
 
 ``--family latent`` fuzzes the latent family's files alone: its golden files (coders 1, 2 and 3)
-and six more made at start (other levels, channels, depths and upsampling, grey, a wide and a
-tall image; two of them with coder 3), with the mutations above and these, which know its
+and six more made at start (other levels, channels, depths and upsampling, learned filters
+among them, grey, a wide and a tall image; two of them with coder 3), with the mutations above and these, which know its
 layout: each of its hyper-parameter fields set to a value in, at or past its range; the entropy
 coder's id changed; and, inside the payload's zstd frame (decompressed, mutated, compressed
 again with its content size, so that the coder sees it), a grid's context model (coder 2: its
@@ -81,13 +81,18 @@ def latent_seeds() -> dict[str, bytes]:
     import inrcodec
     image = np.ascontiguousarray(data.astronaut()[150:190, 200:260])
     cases = {
-        "latent-deep": (image, {"levels": 3, "channels": 3, "width": 5, "depth": 2}),
+        "latent-deep": (image, {"levels": 3, "channels": 3, "width": 5, "depth": 2,
+                                "upsampling": 0}),
         "latent-flat": (image, {"levels": 1, "channels": 1, "width": 2, "depth": 0,
                                 "upsampling": 1}),
-        "latent-grey": (image[..., 1], {"levels": 4, "channels": 2, "width": 4, "depth": 1}),
-        "latent-wide": (image[:3], {"levels": 6, "channels": 2, "width": 3, "depth": 1}),
-        "latent-deep-arm": (image, {"levels": 3, "channels": 3, "width": 5, "depth": 2}),
-        "latent-wide-arm": (image[:3], {"levels": 6, "channels": 2, "width": 3, "depth": 1}),
+        "latent-grey": (image[..., 1], {"levels": 4, "channels": 2, "width": 4, "depth": 1,
+                                        "upsampling": 2}),
+        "latent-wide": (image[:3], {"levels": 6, "channels": 2, "width": 3, "depth": 1,
+                                   "upsampling": 0}),
+        "latent-deep-arm": (image, {"levels": 3, "channels": 3, "width": 5, "depth": 2,
+                                    "upsampling": 2}),
+        "latent-wide-arm": (image[:3], {"levels": 6, "channels": 2, "width": 3, "depth": 1,
+                                       "upsampling": 0}),
     }
     # bpp 16 for the wide image: at 8 its three rows' latents all round to zero.
     return {name: inrcodec.encode(pixels, model="latent", bpp=16.0 if "wide" in name
@@ -152,7 +157,7 @@ def mutate(data: bytes, header: int, rng: random.Random) -> tuple[bytes, str]:
 
 #: The latent family's hyper-parameter fields, in header order, with their ranges.
 LATENT_FIELDS = (("levels", 1, 12), ("channels", 1, 8), ("width", 1, 128), ("depth", 0, 4),
-                 ("upsampling", 0, 1))
+                 ("upsampling", 0, 2))
 #: Bytes of the header before a family's fields: magic, version, size, colour, family,
 #: encoding id (the latent family's files have no encoding parameters).
 FIXED_HEADER = 11

@@ -1,5 +1,5 @@
 """Fixed-seed encodes whose bytes a refactor must not change: every family (the latent one with
-both interpolations), the best efforts
+three interpolations), the best efforts
 (cycles, starts, rounding one tensor at a time), fine-tuning through the quantisers, fixed bit
 depths, a grey image, both coders, an input encoding, a quality target and a compiled step.
 
@@ -51,6 +51,7 @@ CASES = {
     "dct-quality": ("wide", dict(model="dct", quality=60, steps=200, color="rgb")),
     "latent": ("wide", dict(model="latent", bpp=1.0, steps=150, effort="fast")),
     "latent-bicubic": ("face", dict(model="latent", bpp=2.0, steps=100, upsampling=1)),
+    "latent-learned": ("face", dict(model="latent", bpp=2.0, steps=100)),  # upsampling 2
 }
 COMPILED = {"gridded-compiled": ("face", dict(model="gridded", bpp=1.0, steps=60,
                                               effort="fast", compile=True))}

@@ -125,7 +125,8 @@ def decode_cost(f: InrFile, out_w: int, out_h: int) -> Cost:
     values = sum(math.prod(s) for s in shapes)
     pixels = out_w * out_h
     return Cost(pixels, values, float(values * entropy.CODERS[f.coder].work_per_value),
-                pixels * f.layout.macs_per_pixel(f.hparams, shapes))
+                pixels * f.layout.macs_per_pixel(f.hparams, shapes)
+                + f.layout.macs_per_decode(f.hparams, shapes))
 
 
 def check_cost(f: InrFile, out_w: int, out_h: int, max_pixels: int | None = None,

@@ -110,7 +110,7 @@ BAD = {
     "gridded": [("rows", 0), ("cols", 65), ("overlap", 0.75)],
     "residual": [("cells", 5), ("rows", 0), ("res_depth", 40)],
     "dct": [("coeffs", 65), ("chroma_coeffs", 30), ("block", 1)],
-    "latent": [("levels", 0), ("channels", 9), ("depth", 5), ("upsampling", 2)],
+    "latent": [("levels", 0), ("channels", 9), ("depth", 5), ("upsampling", 3)],
 }
 
 

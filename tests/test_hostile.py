@@ -131,10 +131,12 @@ def test_every_family_decodes_a_forged_huge_size_narrow_in_bounded_memory(case, 
 
 
 @pytest.mark.parametrize("size", ["1x16384", "16384x1"])
-def test_a_coder_3_file_decodes_narrow_and_huge_in_bounded_memory(size, tmp_path):
-    # Coder 3's golden file (a learned entropy model of its grids) through the command line at
-    # the sizes of case 1: its grids decode at their own size, whatever the output's.
-    status, err, peak, seconds = command("decode", str(GOLDEN / "latent-arm.inr"), "-o",
+@pytest.mark.parametrize("name", ["latent-arm", "latent-learned"])
+def test_a_latent_file_decodes_narrow_and_huge_in_bounded_memory(name, size, tmp_path):
+    # Coder 3's golden file (a learned entropy model of its grids) and the learned upsampling's
+    # (its grids filtered once per decode) through the command line at the sizes of case 1:
+    # their grids decode and are filtered at their own size, whatever the output's.
+    status, err, peak, seconds = command("decode", str(GOLDEN / f"{name}.inr"), "-o",
                                          str(tmp_path / "o.png"), "--size", size)
     assert status == 0, err
     assert peak < GIB and seconds < 30, (peak / 2 ** 20, seconds)
@@ -201,7 +203,7 @@ def test_the_room_check_never_refuses_a_stream_the_coder_wrote():
         rans.decode(stream + bytes(4 * 2000), [(5000, table)])
 
 
-@pytest.mark.parametrize("name", ["latent", "latent-context", "latent-arm"])
+@pytest.mark.parametrize("name", ["latent", "latent-context", "latent-arm", "latent-learned"])
 def test_a_stream_too_short_for_its_symbols_fails_before_any_is_decoded(name):
     # A golden file whose header claims an 8192x4096 image: its stream of a few hundred words
     # cannot hold the tens of millions of latents' least bits, so it fails before the first

@@ -10,7 +10,7 @@ import torch
 
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
-from inrcodec.models.latent import interpolation_taps
+from inrcodec.models.latent import FILTER_TAPS, Latent, interpolation_taps, learned_filter
 from inrcodec.training.latent import MAX_UNIT_BITS, LatentFit, geometric_code
 from inrcodec.presets import PRESETS
 from inrcodec.ratecontrol import LambdaController
@@ -24,6 +24,9 @@ def model(height=20, width=28, upsampling=0, seed=0) -> LatentFit:
     with torch.no_grad():
         for grid in net.latents:
             grid.copy_(torch.randint(-3, 4, grid.shape, generator=g).float())
+        if net.filters is not None:  # learned filters that are not the identity
+            c = net.filters.coefficients
+            c.copy_(torch.linspace(-0.2, 0.3, c.numel()).view_as(c))
     return net
 
 
@@ -40,7 +43,7 @@ def test_interpolation_weights_sum_to_one_and_hit_the_samples(bicubic):
     assert torch.allclose((values[index] * weights).sum(-1), values)
 
 
-@pytest.mark.parametrize("upsampling", [0, 1])
+@pytest.mark.parametrize("upsampling", [0, 1, 2])
 def test_training_sees_what_the_decoder_renders(upsampling):
     net = model(upsampling=upsampling)
     net.hard.fill_(1.0)  # rounded latents, as stored
@@ -52,6 +55,53 @@ def test_training_sees_what_the_decoder_renders(upsampling):
         rendered = net.render_band(torch.arange(20) + 0.5, torch.arange(28) + 0.5)
     rows, cols = draws[:64].long(), draws[64:128].long()
     assert torch.allclose(trained, rendered[rows, cols], atol=1e-5)
+
+
+@pytest.mark.parametrize("upsampling", [0, 2])
+def test_a_step_over_every_pixel_sees_what_the_decoder_renders(upsampling):
+    net = model(upsampling=upsampling)
+    net.hard.fill_(1.0)
+    task = next(net.fit_tasks(torch.zeros(20, 28, 3), PRESETS["latent"]["default"].schedule))
+    inputs, _ = task.assemble(task.data, task.draw(torch.Generator().manual_seed(5), 20 * 28))
+    assert inputs[0] is None  # every pixel, through the upsampled grids
+    with torch.no_grad():
+        trained, _ = net(inputs)
+        rendered = net.render_band(torch.arange(20) + 0.5, torch.arange(28) + 0.5)
+    assert torch.allclose(trained, rendered.flatten(0, 1), atol=1e-5)
+
+
+def test_the_learned_filter_is_a_symmetric_filter_with_repeated_borders():
+    import numpy as np
+    grid = torch.randn(2, 6, 9, dtype=torch.float64)
+    zero = torch.zeros(2, FILTER_TAPS, dtype=torch.float64)
+    assert torch.equal(learned_filter(grid, zero), grid)
+    coefficients = torch.tensor([[0.25, -0.05], [-0.1, 0.02]], dtype=torch.float64)
+    constant = torch.full((2, 3, 4), 7.0, dtype=torch.float64)
+    assert torch.allclose(learned_filter(constant, coefficients), constant)  # taps sum to one
+    expected = grid.numpy().copy()
+    for ch, (c1, c2) in enumerate(coefficients.tolist()):
+        taps = [c2, c1, 1 - 2 * c1 - 2 * c2, c1, c2]
+        for axis in (0, 1):
+            padded = np.pad(expected[ch], [(2, 2) if a == axis else (0, 0) for a in (0, 1)],
+                            mode="edge")
+            expected[ch] = sum(t * np.take(padded, range(i, i + expected[ch].shape[axis]),
+                                           axis=axis) for i, t in enumerate(taps))
+    assert np.allclose(learned_filter(grid, coefficients).numpy(), expected)
+
+
+def test_learned_filters_are_stored_after_the_synthesis_and_cost_once_per_decode():
+    hp = {"levels": 3, "channels": 2, "width": 8, "depth": 2, "upsampling": 2}
+    shapes = Latent.shapes(hp, 20, 28, 3, 2, {})
+    assert shapes[-1] == (6, FILTER_TAPS)
+    net = model(upsampling=2)
+    assert [n for n, _ in net.tensors()][-1] == "filters.coefficients"
+    latents = 2 * (20 * 28 + 10 * 14 + 5 * 7)
+    assert Latent.macs_per_decode(hp, shapes) == 2 * (2 * FILTER_TAPS + 1) * latents
+    bilinear = Latent.shapes({**hp, "upsampling": 0}, 20, 28, 3, 2, {})
+    # The same synthesis; grid 0 read bicubically (16 taps), the others bilinearly (4).
+    assert Latent.macs_per_pixel(hp, shapes) == Latent.macs_per_pixel(
+        {**hp, "upsampling": 0}, bilinear) + 12 * 2
+    assert Latent.macs_per_decode({**hp, "upsampling": 0}, bilinear) == 0
 
 
 def test_the_finest_grid_is_read_exactly_at_the_pixel_centres():

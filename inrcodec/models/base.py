@@ -110,6 +110,12 @@ class ImageModel(torch.nn.Module):
         k = cls.networks_per_pixel(hparams)
         return float(sum(min(s[0], k) * s[1] * s[2] for s in shapes if len(s) == 3 and s[1] > 1))
 
+    @classmethod
+    def macs_per_decode(cls, hparams: dict, shapes: list[tuple[int, ...]]) -> float:
+        """The multiply-adds a decode costs once, whatever its output size (a family that
+        prepares its stored tensors before rendering), from the header alone."""
+        return 0.0
+
     # -- rendering ------------------------------------------------------------------------
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """Values (len ys, len xs, C) at sample positions ys x xs, in pixel units of the

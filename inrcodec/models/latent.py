@@ -33,7 +33,53 @@ LEVELS = Field("levels", "B", 1, 12, "latent grids, from full resolution down by
 CHANNELS = Field("channels", "B", 1, 8, "latent channels per grid")
 WIDTH = Field("width", "B", 1, 128, "hidden width of the synthesis network")
 DEPTH = Field("depth", "B", 0, 4, "hidden layers of the synthesis network")
-UPSAMPLING = Field("upsampling", "B", 0, 1, "interpolation of the grids: 0 bilinear, 1 bicubic")
+UPSAMPLING = Field("upsampling", "B", 0, 2, "interpolation of the grids: 0 bilinear, "
+                   "1 bicubic, 2 after each grid's learned filter (grid 0 bicubic, the others "
+                   "bilinear)")
+#: Learned upsampling (``upsampling=2``): each channel of each grid is filtered along each axis
+#: by its own symmetric filter of 2 FILTER_TAPS + 1 taps that sum to one,
+#: (c2, c1, 1 - 2 c1 - 2 c2, c1, c2), before it is interpolated: an interpolation kernel learned
+#: per grid channel (on the full-resolution grid, at the pixel centres, a learned 5x5 separable
+#: filter of the latents), still a continuous function of position. The coarse grids are
+#: interpolated bilinearly, the full-resolution grid bicubically: training reads it only at
+#: pixel centres, where both give its samples, and between them (a decode at another scale)
+#: bicubic is the sharper.
+FILTER_TAPS = 2
+
+
+def learned_filter(grid: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """A grid (C, h, w) filtered along its rows, then its columns, by each channel's symmetric
+    filter (``coefficients`` (C, FILTER_TAPS): c1, c2, ...; the centre tap 1 - 2 (c1 + c2 + ...)),
+    the border samples repeated."""
+    k = coefficients.shape[1]
+    centre = (1 - 2 * coefficients.sum(1))[:, None, None]
+    side = coefficients[:, :, None, None]
+    for dim in (1, 2):
+        n = grid.shape[dim]
+        # The border samples repeated by concatenation: compiled, a third of the time of
+        # torch.nn.functional.pad's replicate mode for a training step's filter and gradient.
+        padded = torch.cat([grid.narrow(dim, 0, 1)] * k + [grid]
+                           + [grid.narrow(dim, n - 1, 1)] * k, dim)
+        out = centre * grid
+        for t in range(1, k + 1):
+            out = out + side[:, t - 1] * (padded.narrow(dim, k - t, n)
+                                          + padded.narrow(dim, k + t, n))
+        grid = out
+    return grid
+
+
+class GridFilters(torch.nn.Module):
+    """The learned filters of ``upsampling=2``: FILTER_TAPS coefficients per channel of each
+    grid (zero: no filtering), stored after the synthesis."""
+
+    def __init__(self, levels: int, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.coefficients = torch.nn.Parameter(torch.zeros(levels * channels, FILTER_TAPS))
+
+    def forward(self, grid: torch.Tensor, level: int) -> torch.Tensor:
+        c = self.channels
+        return learned_filter(grid, self.coefficients[level * c:(level + 1) * c])
 
 
 def interpolation_taps(positions: torch.Tensor, size: int, cell: int, bicubic: bool
@@ -111,19 +157,42 @@ class Latent(ImageModel):
             for level in range(self.levels))
         self.synthesis = Synthesis(self.levels * self.latent_channels, hp["width"], hp["depth"],
                                    self.channels, generator)
+        self.filters = (GridFilters(self.levels, self.latent_channels)
+                        if hp["upsampling"] == 2 else None)
+
+    def filtered(self, grids: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The grids as they are interpolated: through their learned filters (upsampling 2),
+        else as they are."""
+        if self.filters is None:
+            return list(grids)
+        return [self.filters(g, level) for level, g in enumerate(grids)]
+
     # -- what is stored -------------------------------------------------------------------
     @classmethod
     def shapes(cls, hparams, height, width, channels, encoding_dim, extra):
         grids = [(hparams["channels"], *grid_size(height, width, level))
                  for level in range(hparams["levels"])]
+        filters = ([(hparams["levels"] * hparams["channels"], FILTER_TAPS)]
+                   if hparams["upsampling"] == 2 else [])  # GridFilters, after the synthesis
         return grids + Synthesis.shapes(hparams["levels"] * hparams["channels"], hparams["width"],
-                                        hparams["depth"], channels)
+                                        hparams["depth"], channels) + filters
 
     @classmethod
     def macs_per_pixel(cls, hparams, shapes):
-        taps = 16 if hparams["upsampling"] == 1 else 4
-        synthesis = sum(s[0] * s[1] for s in shapes[hparams["levels"]:] if len(s) == 2)
-        return float(synthesis + taps * hparams["levels"] * hparams["channels"])
+        levels, upsampling = hparams["levels"], hparams["upsampling"]
+        # Interpolation taps: 4 a grid bilinear, 16 bicubic (upsampling 2: grid 0 alone).
+        taps = {0: 4 * levels, 1: 16 * levels, 2: 16 + 4 * (levels - 1)}[upsampling]
+        networks = shapes[levels:len(shapes) - (upsampling == 2)]
+        synthesis = sum(s[0] * s[1] for s in networks if len(s) == 2)
+        return float(synthesis + taps * hparams["channels"])
+
+    @classmethod
+    def macs_per_decode(cls, hparams, shapes):
+        """The learned filters, once per decode: 2 (2 FILTER_TAPS + 1) per latent."""
+        if hparams["upsampling"] != 2:
+            return 0.0
+        latents = sum(math.prod(s) for s in shapes[:hparams["levels"]])
+        return float(2 * (2 * FILTER_TAPS + 1) * latents)
 
     # -- rendering --------------------------------------------------------------------------
     def _features_band(self, ys: torch.Tensor, xs: torch.Tensor,
@@ -132,8 +201,9 @@ class Latent(ImageModel):
         out = []
         for level, grid in enumerate(grids):
             c, h, w = grid.shape
-            iy, wy = interpolation_taps(ys, h, 1 << level, self.bicubic)
-            ix, wx = interpolation_taps(xs, w, 1 << level, self.bicubic)
+            cubic = self.bicubic or (self.filters is not None and level == 0)
+            iy, wy = interpolation_taps(ys, h, 1 << level, cubic)
+            ix, wx = interpolation_taps(xs, w, 1 << level, cubic)
             # Rows first, over only the columns the band reads (at most T per output column),
             # so that memory follows the band's pixels, not the grid's width.
             columns, ix = torch.unique(ix, return_inverse=True)
@@ -143,6 +213,20 @@ class Latent(ImageModel):
             out.append(sum(rows[:, :, ix[:, b]] * wx[:, b] for b in range(ix.shape[1])))
         return torch.cat(out).permute(1, 2, 0)
 
+    def grids(self) -> list[torch.Tensor]:
+        """The grids as they are interpolated: the latents rounded (integers, as stored), then
+        filtered (upsampling 2)."""
+        return self.filtered([torch.round(g) for g in self.latents])
+
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        grids = [torch.round(g) for g in self.latents]  # integers, as stored
-        return self.synthesis(self._features_band(ys, xs, grids))
+        return self.synthesis(self._features_band(ys, xs, self.grids()))
+
+    @torch.no_grad()
+    def render_bands(self, out_h, out_w, render_band=None):
+        """As every family's, with the grids made once for all the bands."""
+        if render_band is None:
+            grids = self.grids()
+
+            def render_band(ys, xs):
+                return self.synthesis(self._features_band(ys, xs, grids))
+        yield from super().render_bands(out_h, out_w, render_band)

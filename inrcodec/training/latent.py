@@ -53,6 +53,9 @@ SYNTHESIS_WIDTH = 24
 SYNTHESIS_SHARE = 0.15
 #: The most bits per unit magnitude that a grid's rate term charges (a grid of zeros).
 MAX_UNIT_BITS = 12.0
+#: The learned filters' learning rate (upsampling 2) as a share of the synthesis's: at the
+#: synthesis's own, they swung the fit (kodim16 at 0.25 bpp -0.19 dB, docs/experiments.md).
+FILTER_LR = 0.1
 #: Adam steps of coder 3's entropy model (:mod:`.arm`) on the latents each time the coder is
 #: asked to code new ones (at the calibrations and at the end).
 ARM_STEPS = 300
@@ -164,8 +167,7 @@ class LatentFit(Trainable, Latent):
         chosen = torch.randperm(self.height, generator=torch.Generator().manual_seed(0))[:rows]
         ys = torch.sort(chosen).values.float() + 0.5
         xs = torch.arange(self.width, dtype=torch.float32) + 0.5
-        grids = [torch.round(g) for g in self.latents]
-        features = self._features_band(ys, xs, grids).flatten(0, 1)
+        features = self._features_band(ys, xs, self.grids()).flatten(0, 1)
         with torch.enable_grad():
             features.requires_grad_(True)
             out = self.synthesis(features)
@@ -219,7 +221,8 @@ class LatentFit(Trainable, Latent):
         return "context" if self.coder == "arm" else self.coder
 
     def plan_rate(self, payload_bytes: float, coder: str, controller) -> None:
-        synthesis = sum(p.numel() for p in self.synthesis.parameters()) * SYNTHESIS_BITS
+        synthesis = SYNTHESIS_BITS * sum(p.numel() for n, p in self.named_parameters()
+                                         if not n.startswith("latents."))
         self.latent_bits_target = max(8.0 * payload_bytes - synthesis, 0.01 * self.pixels)
         self.coder = coder
         self.controller = controller
@@ -260,6 +263,8 @@ class LatentFit(Trainable, Latent):
             seen = grid + (1 - self.hard) * noise[offset:offset + n].view_as(grid) \
                 + self.hard * (torch.round(grid) - grid).detach()
             offset += n
+            if self.filters is not None:
+                seen = self.filters(seen, level)
             if taps_y is None:  # every pixel
                 features.append(self._upsampled(seen, level).flatten(1))
                 continue
@@ -399,6 +404,7 @@ class LatentFit(Trainable, Latent):
                       samples=h * w, name="latent", control=self.control, keep_best=False,
                       fixed_quants=self.fixed_quants, collapse_ratio=math.inf,
                       lr_scales={n: self.latent_lr if n.startswith("latents.")
+                                 else schedule.network_lr * FILTER_LR if n.startswith("filters.")
                                  else schedule.network_lr for n, _ in self.named_parameters()},
                       networks=frozenset(n for n, _ in self.named_parameters()
                                          if n.startswith("synthesis.")))

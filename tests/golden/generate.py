@@ -25,6 +25,8 @@ CASES = {
     "latent-context": dict(model="latent", steps=300),
     # Coder 3 (issue 35): a learned entropy model of the grids, in integer arithmetic.
     "latent-arm": dict(model="latent", steps=300, coder="arm"),
+    # Learned upsampling (issue 35): each grid channel filtered by its own learned filter.
+    "latent-learned": dict(model="latent", steps=300, hparams={"upsampling": 2}),
 }
 
 
