@@ -11,7 +11,8 @@ Laplace, chosen by their activity), so their cost is what training trades agains
 
 Any output size: the grids are continuous functions of position (bilinear or bicubic
 interpolation of their values, whose sample l, (i, j) sits at ((i + 1/2) 2^l, (j + 1/2) 2^l)
-in pixel units, clamped at the borders), so a decode at any scale samples the same function.
+in pixel units, clamped at the borders; with ``upsampling=2`` of their values through each
+channel's learned filter first), so a decode at any scale samples the same function.
 
 This module is the decode side (layout and rendering); the fitting, with its rate term and
 lambda's control, is :mod:`inrcodec.training.latent`.
@@ -160,13 +161,6 @@ class Latent(ImageModel):
         self.filters = (GridFilters(self.levels, self.latent_channels)
                         if hp["upsampling"] == 2 else None)
 
-    def filtered(self, grids: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The grids as they are interpolated: through their learned filters (upsampling 2),
-        else as they are."""
-        if self.filters is None:
-            return list(grids)
-        return [self.filters(g, level) for level, g in enumerate(grids)]
-
     # -- what is stored -------------------------------------------------------------------
     @classmethod
     def shapes(cls, hparams, height, width, channels, encoding_dim, extra):
@@ -215,8 +209,11 @@ class Latent(ImageModel):
 
     def grids(self) -> list[torch.Tensor]:
         """The grids as they are interpolated: the latents rounded (integers, as stored), then
-        filtered (upsampling 2)."""
-        return self.filtered([torch.round(g) for g in self.latents])
+        through their learned filters (upsampling 2)."""
+        grids = [torch.round(g) for g in self.latents]
+        if self.filters is None:
+            return grids
+        return [self.filters(g, level) for level, g in enumerate(grids)]
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         return self.synthesis(self._features_band(ys, xs, self.grids()))
