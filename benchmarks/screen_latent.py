@@ -41,7 +41,7 @@ def encode(path: str, bpp: float, settings: dict, controller: dict) -> dict:
     def traced(self, step: int, total: int) -> None:
         control(self, step, total)
         if self.controller is not None and step % max(1, total // 10) == 0:
-            rate = self.latent_bits() * self.calibration / self.controller.target
+            rate = self.latent_bits() * self.rate_model.scale / self.controller.target
             trace.append(f"{rate:.2f}/{self.controller.value / self.controller.guess:.2f}")
 
     latent.LatentFit.control = traced

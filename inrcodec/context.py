@@ -137,12 +137,22 @@ def class_totals(residual: np.ndarray, classes: np.ndarray) -> tuple[list[int], 
     return [int(n) for n in counts], [int(t) for t in totals]
 
 
+def fit_model(planes: np.ndarray, qmax: int, weights: tuple[int, ...] | None = None
+              ) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray, np.ndarray]:
+    """A three-dimensional tensor's model as the file stores it, fitted to the tensor: its mean
+    weights (fitted unless given) and each class's ratio (the maximum-likelihood fit to its
+    residuals, u16); and each value's residual and class (:func:`analyse`). The encoder codes
+    with it, and the latent family's rate model (:mod:`.training.rate`) trains against it."""
+    from .entropy import ratio_of_magnitudes  # coder 1's fit (the entropy stage imports this)
+    weights, residual, classes = analyse(planes, qmax, weights)
+    ratios = tuple(ratio_of_magnitudes(t, n) for n, t in zip(*class_totals(residual, classes)))
+    return weights, ratios, residual, classes
+
+
 def encode_model(planes: np.ndarray, qmax: int) -> tuple[bytes, np.ndarray, np.ndarray]:
     """A three-dimensional tensor's model bytes (:data:`MODEL_FORMAT`) and its residuals'
     frequencies and cumulative frequencies, in coding order."""
-    from .entropy import ratio_of_magnitudes  # coder 1's fit (the entropy stage imports this)
-    weights, residual, classes = analyse(planes, qmax)
-    ratios = [ratio_of_magnitudes(t, n) for n, t in zip(*class_totals(residual, classes))]
+    weights, ratios, residual, classes = fit_model(planes, qmax)
     tables = residual_tables(qmax, ratios)
     flat_res, flat_cls = residual.ravel(), classes.ravel()
     freq = np.empty(residual.size, dtype=np.int32)

@@ -22,7 +22,7 @@ estimate while running measures.
 **While** (:class:`Pace`): the seconds left, from the trainer's reports: the steps left at the
 pace measured over the later half of the steps done (the first report, whose time includes
 compiling the step, left out; a pace that drifts is followed; a step that took SPIKE times the
-median or more, a one-off such as the latent family's calibration of its rate, left out too),
+median or more, a one-off such as coder 3's network fitted to the latents, left out too),
 plus the tail and any runs still to come at the model's estimate, scaled by how this run's pace
 compares with the model's. Until enough steps are measured it gives the model's estimate.
 """

@@ -76,3 +76,13 @@ def to_symbols(weights: torch.Tensor, quant: TensorQuant) -> np.ndarray:
 def from_symbols(symbols: np.ndarray, quant: TensorQuant, shape: tuple[int, ...]) -> torch.Tensor:
     values = symbols.astype(np.float32) * np.float32(quant.step)
     return torch.from_numpy(values.reshape(shape))
+
+
+def cheapest_moves(distortion: np.ndarray, saved: np.ndarray, need: float) -> np.ndarray:
+    """Rate-distortion-optimised rounding's choice: of candidate moves of symbols, each adding
+    ``distortion`` and saving ``saved`` > 0 bits, the indices of those of least distortion per
+    bit saved whose savings first reach ``need`` (all of them if theirs cannot); ties in their
+    order."""
+    order = np.argsort(distortion / saved, kind="stable")
+    taken = int(np.searchsorted(np.cumsum(saved[order]), need)) + 1
+    return order[:taken]

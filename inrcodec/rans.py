@@ -116,11 +116,19 @@ class Table:
         g = (TOTAL - max(self.freq)) / TOTAL
         return -math.log1p(-g * (1 - FLOOR_SLACK)) / math.log(2)
 
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        """Each symbol's ideal code length in bits (float64, read-only; index i is symbol
+        i - qmax)."""
+        out = PRECISION - np.log2(np.asarray(self.freq, dtype=np.float64))
+        out.flags.writeable = False
+        return out
+
     def bits(self, symbols: np.ndarray) -> float:
         """The ideal code length of ``symbols`` under this table, in bits."""
-        freq = np.asarray(self.freq, dtype=np.float64)
-        counts = np.bincount(symbols.astype(np.int64) + self.qmax, minlength=freq.size)
-        return float(np.sum(counts * (PRECISION - np.log2(freq))))
+        counts = np.bincount(symbols.astype(np.int64).ravel() + self.qmax,
+                             minlength=self.lengths.size)
+        return float(np.sum(counts * self.lengths))
 
 
 #: The geometric tables kept once made, bounded by their size, so that a process that decodes

@@ -1,17 +1,22 @@
 """The latent-grid family's own parts: interpolation, training against rendering, the rate
-controller and the dead zone that keeps the latents within their planned bits."""
+models, the rate controller and the rounding that keeps the latents within their planned
+bits."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
 from inrcodec.models.latent import FILTER_TAPS, Latent, interpolation_taps, learned_filter
-from inrcodec.training.latent import MAX_UNIT_BITS, LatentFit, geometric_code
+from inrcodec import context, entropy, rans
+from inrcodec.quantize import cheapest_moves
+from inrcodec.training.latent import CODER_TRIES, ROUNDING_TRIES, LatentFit
+from inrcodec.training.rate import MAX_UNIT_BITS, rate_model, slope
 from inrcodec.presets import PRESETS
 from inrcodec.ratecontrol import LambdaController
 
@@ -112,21 +117,62 @@ def test_the_finest_grid_is_read_exactly_at_the_pixel_centres():
 
 
 @pytest.mark.parametrize("coder", ["rans", "context"])
-def test_the_dead_zone_brings_the_latents_within_their_planned_bits(coder):
+def test_rounding_brings_the_latents_within_their_planned_bits(coder):
     net = model()
     net.coder = coder
     g = torch.Generator().manual_seed(9)
     with torch.no_grad():  # latents as training leaves them: not integers yet, many small
         for grid in net.latents:
             grid.copy_(torch.randn(grid.shape, generator=g) ** 3)
+    before = [torch.round(grid.detach()) for grid in net.latents]
     bits = net.latent_bits()
     net.latent_bits_target = 0.5 * bits
     quants = net.fixed_quants()
     assert net.latent_bits() <= 0.5 * bits
-    assert net.latent_bits() > 0.3 * bits  # only as much as needed is dropped
+    assert net.latent_bits() > 0.4 * bits  # only as much as needed is saved
+    # Latents moved, each at most a step a try, towards their means or zero (coder 1's: 0).
+    after = [torch.round(grid.detach()) for grid in net.latents]
+    moved = max(float((a - b).abs().max()) for a, b in zip(after, before))
+    assert 0 < moved <= ROUNDING_TRIES * CODER_TRIES
+    if coder == "rans":
+        assert all(bool((a.abs() <= b.abs()).all()) for a, b in zip(after, before))
     assert set(quants) == {f"latents.{level}" for level in range(4)}
     assert all(q.step == 1.0 for q in quants.values())
 
+
+@pytest.mark.parametrize("coder", ["rans", "context"])
+def test_a_steps_savings_are_what_the_tables_spend_less_for_it(coder):
+    """A step of one latent changes its own code length and, in coder 2's model, those of the
+    latents that read it as a neighbour: the savings the rounding ranks its steps by are the
+    exact difference in the tables, the model's weights and ratios as they were."""
+    rates = rate_model(coder)
+    grid = torch.randint(-3, 4, (2, 7, 9), generator=torch.Generator().manual_seed(4)).numpy()
+    code = rates.code(grid)
+    qmax = 3
+
+    def spent(g):
+        if coder == "rans":
+            return float(code.lengths[0, g.ravel() + code.reach].sum())
+        weights, residual, classes = context.analyse(g, qmax, code.weights)
+        return float(code.lengths[classes.ravel().astype(int), residual.ravel() + code.reach].sum())
+
+    at = np.array([0, 10, 31, 62, 64, 70, 125])
+    toward = np.array([1, -1, 1, -1, 1, 1, -1])
+    saved = rates.step_savings(grid, code, at, toward)
+    for a, t, s in zip(at, toward, saved):
+        moved = grid.copy()
+        moved.reshape(-1)[a] += t
+        assert s == pytest.approx(spent(grid) - spent(moved))
+
+
+def test_rounding_takes_the_moves_of_least_distortion_per_bit_saved_first():
+    distortion = np.array([4.0, 1.0, 0.5, 3.0])
+    saved = np.array([2.0, 2.0, 0.25, 1.0])  # per bit: 2, 0.5, 2, 3
+    assert cheapest_moves(distortion, saved, 1.5).tolist() == [1]
+    assert cheapest_moves(distortion, saved, 2.5).tolist() == [1, 0]  # ties in their order
+    assert cheapest_moves(distortion, saved, 4.25).tolist() == [1, 0, 2]
+    assert cheapest_moves(distortion, saved, 4.3).tolist() == [1, 0, 2, 3]
+    assert cheapest_moves(distortion, saved, 100.0).tolist() == [1, 0, 2, 3]
 
 def test_the_controller_raises_lambda_over_the_planned_rate_and_lowers_it_under():
     net = model()
@@ -143,12 +189,33 @@ def test_the_controller_raises_lambda_over_the_planned_rate_and_lowers_it_under(
 
 
 @pytest.mark.parametrize("coder", ["rans", "context"])
-def test_calibration_measures_the_coders_bits_of_the_latents(coder):
+def test_the_rate_models_code_length_is_what_the_coder_spends(coder):
+    """One object gives the rate term and the coder's tables: the code length that trains the
+    latents is the coder's payload to the bytes that end its stream and frame it."""
     net = model()
-    net.plan_rate(1000.0, coder, LambdaController(1e-3))
-    net.calibrate()
-    assert 0.5 <= net.calibration <= 1.5
-    assert net.calibration != 1.0
+    net.coder = coder
+    symbols, _ = net._symbols()
+    bits = [with_bits(g) for g in symbols]
+    payload = 8 * len(entropy.encode(symbols, bits, coder))
+    assert net.rate_model.scale == 1.0
+    assert 0 <= payload - net.coded_bits() <= 8 * 24
+    assert net.coded_bits() == net.latent_bits()
+
+
+def with_bits(grid) -> int:
+    return max(2, math.ceil(math.log2(int(np.abs(grid).max()) + 1)) + 1)
+
+
+def test_coder_3s_rate_model_measures_what_its_network_spends():
+    net = model()
+    net.coder = "arm"
+    tables = net.latent_bits()
+    spent = net.coded_bits()  # the network fitted to the latents, its bits measured
+    assert 0.5 <= net.rate_model.scale <= 1.5 and net.rate_model.scale != 1.0
+    assert spent == pytest.approx(net.rate_model.scale * tables)
+    symbols, _ = net._symbols()
+    payload = 8 * len(entropy.encode(symbols, [8] * 4, net.entropy_coder("arm")))
+    assert abs(payload - spent) <= 8 * 48  # its values, the coder's ends and frame
 
 
 def test_the_rate_term_follows_the_context_coders_means_and_classes():
@@ -171,13 +238,16 @@ def test_the_rate_term_follows_the_context_coders_means_and_classes():
     assert torch.equal(net.code_mean0, torch.zeros_like(net.code_mean0))
 
 
-def test_geometric_code_is_the_code_length_of_the_fitted_distribution():
-    m = 0.75  # the magnitudes 0, 1, 2, 0
-    r = (math.sqrt(1 + m * m) - 1) / m
-    expected = -sum(math.log2((1 - r) / (1 + r) * r ** q) for q in (0, 1, 2, 0))
-    bits, unit = geometric_code(4, 3.0)
-    assert bits == pytest.approx(expected) and unit == pytest.approx(-math.log2(r))
-    assert geometric_code(5, 0.0) == (0.0, MAX_UNIT_BITS)
+def test_coder_1s_rate_model_is_its_geometric_table():
+    grid = np.array([[[0, 1, -2, 0]]], dtype=np.int32)
+    code = rate_model("rans").code(grid)
+    ratio = entropy.geometric_ratio(grid)
+    table = rans.Table.geometric(3, ratio)
+    assert code.bits == pytest.approx(16 + sum(rans.PRECISION - math.log2(table.freq[q + 3])
+                                               for q in (0, 1, -2, 0)))
+    assert code.slopes[0] == pytest.approx(-math.log2(ratio / rans.RATIO_ONE))
+    assert not code.mean.any() and not code.classes.any()
+    assert slope(0) == MAX_UNIT_BITS  # a grid of zeros: every unit at the most
 
 
 @pytest.mark.parametrize("upsampling", [0, 1])

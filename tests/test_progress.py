@@ -73,7 +73,7 @@ def test_the_time_left_follows_a_pace_that_drifts(monkeypatch):
 
 
 def test_a_one_off_spike_does_not_inflate_the_pace(monkeypatch):
-    # The latent family's calibration: one step of 30 s among steps of 1 s.
+    # Coder 3's network fitted to the latents: one step of 30 s among steps of 1 s.
     clock = Clock()
     monkeypatch.setattr(pace.time, "perf_counter", clock)
     timer = pace.Pace(pace.Estimate(0.0, 1000.0, 0.0, 1000))

@@ -1,12 +1,14 @@
 """The latent family's encode side: its training, rate term, lambda's control and sizing.
 
 Training (``fit_tasks``): random pixels, the loss ``MSE + lambda * bits per pixel``, where the
-bits of the latents are estimated in the coder's model (each latent's distance from its
-predicted mean, weighted by the bits per unit magnitude of its class's current code;
-:func:`grid_code`) and ``lambda`` is steered during the fit
-so that the rounded latents land on the rate that rate control gives the family
-(:meth:`plan_rate`). The latents see uniform noise in place of rounding for most of the fit, and
-rounding with a straight-through gradient at the end (the schedule's ``rounding``).
+bits of the latents are those of the file's coder, its entropy model fitted to them
+(:mod:`.rate`: one object gives the rate term and the coder's tables): each latent's distance
+from the mean the model predicts for it, at the bits a unit costs in its table. ``lambda`` is
+steered during the fit so that the rounded latents land on the rate that rate control gives the
+family (:meth:`plan_rate`); latents that still cost more than planned at the end are rounded
+towards their means where that costs least distortion per bit saved (:meth:`round_to_plan`).
+The latents see uniform noise in place of rounding for most of the fit, and rounding with a
+straight-through gradient at the end (the schedule's ``rounding``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import torch
 from .. import arm, context, entropy
 from ..models.latent import Latent, Synthesis, interpolation_taps
 from ..presets import Schedule
-from ..quantize import TensorQuant, to_symbols, with_step
+from ..quantize import TensorQuant, cheapest_moves, to_symbols, with_step
 from . import trainable
-from .arm import ArmFit
 from .base import FitTask, Trainable, rgb_mse_loss
+from .rate import GridCode, RateModel, rate_model
 
 #: Latent channels per grid that sizing picks (two rather than one: +0.08 / -0.1 dB on kodim05,
 #: +0.58 / +0.71 dB on kodim23 at 0.25 / 0.5 bpp, for 20% more time; docs/experiments.md).
@@ -37,65 +39,24 @@ LATENTS_PER_CONTROL = 100_000
 #: The context model's mean weights are refitted to the latents every this many steps (the
 #: rate term's means and classes follow the latents every CONTROL_EVERY steps).
 REFIT_EVERY = 50
-#: The dead zone's threshold grows by this factor until the latents meet their plan, at most
-#: this many times.
-DEAD_ZONE_GROWTH = 1.15
-DEAD_ZONE_TRIES = 200
-#: The dead zone is planned again with the calibration of the latents it left at most this
-#: many times, while they cost more in the coder than planned.
-TRIM_TRIES = 3
-#: When (fractions of the steps) the coder's real cost of the latents is measured.
-CALIBRATE_AT = (0.5, 0.8)
+#: The rounding to the plan is made again from the latents it left at most ROUNDING_TRIES
+#: times, while they cost more than planned (each time a latent moves at most one step); and
+#: again from what the coder spends at most CODER_TRIES times (coder 3's network is fitted to
+#: the latents it codes).
+ROUNDING_TRIES = 6
+CODER_TRIES = 3
+#: When (fractions of the steps) the coder's own model is fitted to the latents as they train
+#: (coder 3's network, :meth:`.rate.RateModel.refit`; the other coders' are fitted at every
+#: measurement).
+REFIT_CODER_AT = (0.5, 0.8)
 #: Bits per weight that the synthesis network is expected to cost (its steps are searched),
 #: its widest hidden layers, and the largest share of the budget's weights it is sized for.
 SYNTHESIS_BITS = 8.0
 SYNTHESIS_WIDTH = 24
 SYNTHESIS_SHARE = 0.15
-#: The most bits per unit magnitude that a grid's rate term charges (a grid of zeros).
-MAX_UNIT_BITS = 12.0
 #: The learned filters' learning rate (upsampling 2) as a share of the synthesis's: at the
 #: synthesis's own, they swung the fit (kodim16 at 0.25 bpp -0.19 dB, docs/experiments.md).
 FILTER_LR = 0.1
-#: Adam steps of coder 3's entropy model (:mod:`.arm`) on the latents each time the coder is
-#: asked to code new ones (at the calibrations and at the end).
-ARM_STEPS = 300
-
-
-def geometric_code(count: int, total: float) -> tuple[float, float]:
-    """The code length of ``count`` integers whose magnitudes sum to ``total`` under their best
-    two-sided geometric distribution, and the bits that a unit of magnitude costs in it (-log2
-    of its ratio, at most MAX_UNIT_BITS)."""
-    m = total / count if count else 0.0
-    r = entropy.ratio_of_mean(m)
-    if r <= 0:
-        return 0.0, MAX_UNIT_BITS
-    return (count * (math.log2((1 + r) / (1 - r)) - m * math.log2(r)),
-            min(-math.log2(r), MAX_UNIT_BITS))
-
-
-def grid_code(grid: np.ndarray, coder: str, weights: tuple[int, ...] | None = None
-              ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...] | None]:
-    """What ``coder`` spends on a grid of integers (C, H, W), estimated: its bits; per latent
-    the mean it is coded around and its class (uint8); per class the bits a unit away from the
-    mean costs (float32, context.CLASSES); and the context model's mean weights. The
-    ``context`` coder's means and classes come from each latent's neighbours
-    (:mod:`..context`; its model's bytes counted; the weights fitted unless given), the other
-    coders' from the whole grid (one class)."""
-    if coder != "context":
-        bits, unit = geometric_code(grid.size, float(np.abs(grid).sum()))
-        return (bits, np.zeros(grid.shape, np.float32), np.zeros(grid.shape, np.uint8),
-                np.full(context.CLASSES, unit, np.float32), None)
-    if not grid.any():  # the common finest grid at low rates: every value 0, class 0, mean 0
-        return (8.0 * context.MODEL_BYTES, np.zeros(grid.shape, np.float32),
-                np.zeros(grid.shape, np.uint8), np.full(context.CLASSES, MAX_UNIT_BITS, np.float32),
-                (0, 0, 0, 0))
-    qmax = with_step(torch.from_numpy(grid), 1.0).qmax  # as the file will store the grid
-    weights, residual, classes = context.analyse(grid, qmax, weights)
-    codes = [geometric_code(n, float(t)) for n, t in zip(*context.class_totals(residual, classes))]
-    units = np.array([u for _, u in codes], dtype=np.float32)
-    bits = 8.0 * context.MODEL_BYTES + sum(b for b, _ in codes)
-    mean = np.subtract(grid, residual, dtype=np.float32)  # integers, exact
-    return bits, mean, classes.view(np.uint8), units, weights
 
 
 @trainable
@@ -113,50 +74,96 @@ class LatentFit(Trainable, Latent):
         self.code_weights: list[tuple[int, ...] | None] = [None] * self.levels
         self.controller = None  # rate control's LambdaController (plan_rate)
         self.kept_quantisers = frozenset(f"latents.{level}" for level in range(self.levels))
-        self.coder = self.default_coder
-        #: The coder's bits per estimated bit (:meth:`calibrate`).
-        self.calibration = 1.0
+        self.rate_model: RateModel = rate_model(self.default_coder)
         self.rounding = 0.0  # the schedule's share of rounded steps (:meth:`fit_tasks`)
-        self._prior: tuple[bytes, arm.Network] | None = None  # coder 3's (coder_prior)
+
+    @property
+    def coder(self) -> str:
+        return self.rate_model.coder
+
+    @coder.setter
+    def coder(self, name: str) -> None:
+        if name != self.rate_model.coder:
+            self.rate_model = rate_model(name)
 
     @torch.no_grad()
     def fixed_quants(self) -> dict[str, TensorQuant]:
         """The latents' quantisers: step 1, what training rounded them to. Latents whose rate
-        overshoots the plan are brought within it first by a dead zone (:meth:`_dead_zone`),
-        planned in the estimate's bits over their calibration; the coder then codes them, and
-        while they still cost more than planned (the calibration was measured before the last
-        steps moved them), the calibration is measured again and the dead zone tried again, at
-        most TRIM_TRIES times (the file lands at most 0.5% over its target on Kodak)."""
+        overshoots the plan are brought within it first (:meth:`round_to_plan`), and while the
+        coder would still spend more than planned on them (coder 3, its network fitted to them
+        anew), rounded again, at most CODER_TRIES times."""
         if self.latent_bits_target is not None:
-            for _ in range(TRIM_TRIES):
-                self._dead_zone(self.latent_bits_target / self.calibration)
-                if self.calibrate() <= self.latent_bits_target:
+            for _ in range(CODER_TRIES):
+                self.round_to_plan(self.latent_bits_target / self.rate_model.scale)
+                if self.coded_bits() <= self.latent_bits_target:
                     break
         return {f"latents.{level}": q for level, q in enumerate(self._latent_quants())}
 
     @torch.no_grad()
-    def _dead_zone(self, planned: float) -> None:
-        """Zero the latents whose zeroing costs least distortion per bit saved until their
-        estimated bits are at most ``planned``: a latent y of grid l, channel c is zeroed when
-        s y^2 < t u |y|, with s the distortion a unit of it causes (:meth:`latent_sensitivity`)
-        and u the bits a unit costs where it is; t grows by DEAD_ZONE_GROWTH from where the
-        first latents would go."""
-        if self.measure_code() <= planned:
-            return
-        sensitivity = self.latent_sensitivity()
-        # Zeroing y saves about u |y| bits and costs s y^2: it goes when |y| < t u / s.
-        reach = [self.unit_bits(level) / sensitivity[level][:, None, None]
-                 for level in range(self.levels)]
-        magnitudes = [g.abs() for g in self.latents]
-        t = 0.5 / max(float(r.max()) for r in reach)
-        for _ in range(DEAD_ZONE_TRIES):
-            t *= DEAD_ZONE_GROWTH
-            kept = [torch.where(m < t * r, 0.0, torch.round(g))
-                    for g, m, r in zip(self.latents, magnitudes, reach)]
-            if self.latent_bits([k.numpy() for k in kept]) <= planned:
-                break
-        for g, m, r in zip(self.latents, magnitudes, reach):
-            g.masked_fill_(m < t * r, 0.0)
+    def round_to_plan(self, planned: float) -> None:
+        """Rate-distortion-optimised rounding: while the rounded latents cost more than
+        ``planned`` bits in the rate model's tables, latents step by one towards their predicted
+        means or zero, the steps of least distortion per bit saved first
+        (:meth:`_cheapest_steps`), just enough of them to save the excess; measured again, at
+        most ROUNDING_TRIES times, the excess scaled by what the tables said the last steps would
+        save over what they saved (the tables are fitted to the moved latents anew: two thirds
+        of it on a 64x48 image)."""
+        sensitivity = None
+        scale = 1.0
+        for _ in range(ROUNDING_TRIES):
+            rounded = [torch.round(g).numpy() for g in self.latents]
+            codes = [self.rate_model.code(q) for q in rounded]
+            bits = sum(c.bits for c in codes)
+            if bits <= planned:
+                return
+            if sensitivity is None:
+                sensitivity = self.latent_sensitivity()
+            said = self._cheapest_steps(rounded, codes, sensitivity, scale * (bits - planned))
+            saved = bits - self.latent_bits()
+            if said > 0 and saved > 0:
+                scale = min(max(scale * said / saved, 1.0), 4.0)
+
+    def _cheapest_steps(self, rounded: list[np.ndarray], codes: list[GridCode],
+                        sensitivity: list[torch.Tensor], need: float) -> float:
+        """Moves the latents (rounded, in these codes) by the steps of least distortion per bit
+        saved whose savings reach ``need``; returns what the tables said they save. A latent's
+        candidate is a step of one towards its predicted mean or towards zero, whichever costs
+        less distortion per bit; a step saves what the rate model's tables say
+        (:meth:`.rate.RateModel.step_savings`: its residual's bits and those of the latents whose
+        context it is) and adds s ((q' - y)^2 - (q - y)^2) of distortion, y the latent, q its
+        rounding, q' the step's, s the distortion a unit of its grid and channel causes
+        (:meth:`latent_sensitivity`)."""
+        steps = []  # per grid: each step's latent (flat index), direction, distortion, saving
+        for grid, q, code, s in zip(self.latents, rounded, codes, sensitivity):
+            flat, mean = q.reshape(-1), code.mean.reshape(-1)
+            movable = np.flatnonzero((flat != 0) | (mean != flat))  # few of a fine grid's
+            value = flat[movable].astype(np.float64)
+            y = grid.detach().reshape(-1)[torch.from_numpy(movable)].numpy().astype(np.float64)
+            weight = s.numpy().astype(np.float64)[movable // (q.shape[1] * q.shape[2])]
+            cost = np.full(movable.size, np.inf)  # per latent, its better step's cost per bit
+            way = np.zeros(movable.size, np.int64)
+            added, saved = np.zeros(movable.size), np.zeros(movable.size)
+            for toward in (np.sign(mean[movable] - value), -np.sign(value)):
+                at = np.flatnonzero(toward)
+                step = toward[at].astype(np.int64)
+                bits = self.rate_model.step_savings(q, code, movable[at], step)
+                more = weight[at] * ((value[at] + step - y[at]) ** 2 - (value[at] - y[at]) ** 2)
+                per_bit = np.where(bits > 0, more / np.where(bits > 0, bits, 1.0), np.inf)
+                better = per_bit < cost[at]
+                at = at[better]
+                cost[at], way[at], added[at], saved[at] = \
+                    per_bit[better], step[better], more[better], bits[better]
+            keep = np.isfinite(cost)
+            steps.append((movable[keep], way[keep], added[keep], saved[keep]))
+        savings = np.concatenate([m[3] for m in steps])
+        chosen = cheapest_moves(np.concatenate([m[2] for m in steps]), savings, need)
+        bounds = np.cumsum([0] + [len(m[0]) for m in steps])
+        for grid, q, (at, toward, _, _), lo, hi in zip(self.latents, rounded, steps,
+                                                       bounds[:-1], bounds[1:]):
+            picked = chosen[(chosen >= lo) & (chosen < hi)] - lo
+            q.reshape(-1)[at[picked]] += toward[picked]
+            grid.copy_(torch.from_numpy(q))
+        return float(savings[chosen].sum())
 
     @torch.no_grad()
     def latent_sensitivity(self, rows: int = 16) -> list[torch.Tensor]:
@@ -188,37 +195,22 @@ class LatentFit(Trainable, Latent):
                 for q in quants]
 
     def entropy_coder(self, coder: str) -> str | entropy.Coder:
-        return entropy.ArmCoder(self.coder_prior) if coder == "arm" else coder
+        """Coder 3 with the network fitted to the latents (its rate model's: the family's
+        rate model becomes coder 3's, if a fit without a rate target did not make it so)."""
+        if coder != "arm":
+            return coder
+        self.coder = coder
+        return entropy.ArmCoder(self.coder_prior)
 
-    @property
-    def entropy_model(self) -> ArmFit:
-        """Coder 3's entropy model, fitted to the latents whenever they are coded; made when
-        first asked for. Not a submodule: its weights are the coder's, stored in the payload,
-        not the model's tensors."""
-        if "_entropy_model" not in self.__dict__:
-            self.__dict__["_entropy_model"] = ArmFit()
-        return self.__dict__["_entropy_model"]
+    def _symbols(self) -> tuple[list[np.ndarray], list[int]]:
+        """The latents as the file stores them: their integer grids and their largest
+        magnitudes."""
+        quants = self._latent_quants()
+        return [to_symbols(g, q) for g, q in zip(self.latents, quants)], [q.qmax for q in quants]
 
     def coder_prior(self) -> arm.Network:
-        """Coder 3's network for the latents as they are: the entropy model fitted further to
-        them (ARM_STEPS), in the stored form that codes them in fewest bits; made once for the
-        same latents."""
-        quants = self._latent_quants()
-        grids = [to_symbols(g, q) for g, q in zip(self.latents, quants)]
-        key = b"".join(g.tobytes() for g in grids)
-        if self._prior is None or self._prior[0] != key:
-            self.entropy_model.fit([torch.from_numpy(g).float() for g in grids],
-                                   ARM_STEPS)
-            net = self.entropy_model.best_integer(grids, [q.qmax for q in quants])
-            self._prior = (key, net)
-        return self._prior[1]
-
-    @property
-    def estimated_coder(self) -> str:
-        """The coder whose model the rate term and the controller's estimate use: coder 2's
-        for coder 3 too (its fixed context model trains the latents; the learned one, fitted
-        to them when they are coded, spends what :meth:`calibrate` measures)."""
-        return "context" if self.coder == "arm" else self.coder
+        """Coder 3's network for the latents as they are (:meth:`.rate.ArmRate.network`)."""
+        return self.rate_model.network(*self._symbols())
 
     def plan_rate(self, payload_bytes: float, coder: str, controller) -> None:
         synthesis = SYNTHESIS_BITS * sum(p.numel() for n, p in self.named_parameters()
@@ -277,9 +269,9 @@ class LatentFit(Trainable, Latent):
         return self.synthesis(torch.cat(features).T), self.rate_penalty()
 
     def rate_penalty(self) -> torch.Tensor:
-        """lambda times the latents' estimated bits per pixel: each latent's distance from the
-        mean its coder predicts, times the bits a unit of it costs there (both as the latents
-        were when last measured: :meth:`measure_code`)."""
+        """lambda times the latents' bits per pixel in the rate model: each latent's distance
+        from the mean its coder predicts, times the bits a unit of it costs in its table (both
+        as the latents were when last measured: :meth:`measure_code`)."""
         bits = sum((self.unit_bits(level) * (g - getattr(self, f"code_mean{level}")).abs()).sum()
                    for level, g in enumerate(self.latents))
         return self.rate_lambda * bits / self.pixels
@@ -290,42 +282,36 @@ class LatentFit(Trainable, Latent):
         return getattr(self, f"unit_table{level}")[getattr(self, f"code_class{level}").long()]
 
     @torch.no_grad()
-    def latent_bits(self, grids: list[np.ndarray] | None = None) -> float:
-        """The estimated code length of the rounded latents (or of these integer grids) in the
-        file's coder (:func:`grid_code`)."""
-        grids = [torch.round(g).numpy() for g in self.latents] if grids is None else grids
-        return sum(grid_code(g, self.estimated_coder)[0] for g in grids)
+    def latent_bits(self) -> float:
+        """The code length of the rounded latents in the rate model's tables."""
+        return sum(self.rate_model.code(torch.round(g).numpy()).bits for g in self.latents)
+
+    @torch.no_grad()
+    def coded_bits(self) -> float:
+        """What the file's coder spends on the latents as the file stores them: their code
+        length in the rate model's tables, times its scale measured anew (coder 3's network
+        fitted to them)."""
+        symbols, qmaxes = self._symbols()
+        self.rate_model.refit(symbols, qmaxes)
+        return self.rate_model.scale * sum(self.rate_model.code(g).bits for g in symbols)
 
     @torch.no_grad()
     def measure_code(self, refit: bool = True) -> float:
-        """The rounded latents' estimated code length; the rate term's means and unit costs set
-        to those of their code (the context model's weights refitted, or as last fitted)."""
+        """The rounded latents' code length in the rate model's tables; the rate term's means
+        and unit costs set to those of their code (the context model's weights refitted, or as
+        last fitted)."""
         self._start_rate_term()
         total = 0.0
         for level, g in enumerate(self.latents):
-            weights = None if refit else self.code_weights[level]
-            bits, mean, classes, units, self.code_weights[level] = grid_code(
-                torch.round(g).numpy(), self.estimated_coder, weights)
-            total += bits
-            getattr(self, f"code_mean{level}").copy_(torch.from_numpy(mean))
-            getattr(self, f"code_class{level}").copy_(torch.from_numpy(classes))
-            getattr(self, f"unit_table{level}").copy_(torch.from_numpy(units))
+            code = self.rate_model.code(torch.round(g).numpy(),
+                                        None if refit else self.code_weights[level])
+            self.code_weights[level] = code.weights
+            total += code.bits
+            getattr(self, f"code_mean{level}").copy_(torch.from_numpy(code.mean))
+            getattr(self, f"code_class{level}").copy_(torch.from_numpy(code.classes))
+            getattr(self, f"unit_table{level}").copy_(
+                torch.from_numpy(np.resize(code.slopes, context.CLASSES)))
         return total
-
-    @torch.no_grad()
-    def calibrate(self) -> float:
-        """Measure what the file's coder spends on the rounded latents against the estimate of
-        :meth:`latent_bits` (the coder's container compresses runs of zeros that the per-grid
-        model does not see: 9% less on kodim05), so that the plan is met in coded bits; returns
-        the coded bits."""
-        quants = self._latent_quants()
-        symbols = [to_symbols(g, q) for g, q in zip(self.latents, quants)]
-        coded = 8 * len(entropy.encode(symbols, [q.bits for q in quants],
-                                       self.entropy_coder(self.coder)))
-        estimate = self.latent_bits()
-        if estimate > 0:
-            self.calibration = min(max(coded / estimate, 0.5), 1.5)
-        return coded
 
     @torch.no_grad()
     def control(self, step: int, total: int) -> None:
@@ -337,11 +323,11 @@ class LatentFit(Trainable, Latent):
         every = max(1, min(CONTROL_EVERY, math.ceil(latents / LATENTS_PER_CONTROL)))
         if step % every or self.controller is None:
             return
-        if step in {round(f * total) // every * every for f in CALIBRATE_AT}:
-            self.calibrate()
+        if step in {round(f * total) // every * every for f in REFIT_CODER_AT}:
+            self.rate_model.refit(*self._symbols())
         bits = self.measure_code(refit=step % (REFIT_EVERY * every // CONTROL_EVERY) == 0)
-        self.rate_lambda.fill_(self.controller.correct(bits * self.calibration, step / total,
-                                                       total // every))
+        self.rate_lambda.fill_(self.controller.correct(bits * self.rate_model.scale,
+                                                       step / total, total // every))
         self.latent_lr.fill_(self.controller.growth)
 
     def _start_rate_term(self) -> None:
