@@ -6,7 +6,7 @@ float network the code length that fits it (a discretised Laplace per latent, wh
 scale it computes from the latent's causal neighbours; :meth:`ArmFit.code`),
 :meth:`ArmFit.integer` the integer network whose tables the coder uses, and :func:`coded_bits`
 what those tables spend. The latent family fits it to its latents when they are coded; they
-train against coder 2's estimate (docs/experiments.md says why).
+train against coder 2's tables (:mod:`.rate`; docs/experiments.md says why).
 """
 
 from __future__ import annotations
