@@ -109,19 +109,19 @@ class LatentFit(Trainable, Latent):
         save over what they saved (the tables are fitted to the moved latents anew: two thirds
         of it on a 64x48 image)."""
         sensitivity = None
-        scale = 1.0
+        scale, said, before = 1.0, 0.0, 0.0  # the last steps': what the tables said, bits then
         for _ in range(ROUNDING_TRIES):
             rounded = [torch.round(g).numpy() for g in self.latents]
             codes = [self.rate_model.code(q) for q in rounded]
             bits = sum(c.bits for c in codes)
+            if said > 0 and before > bits:
+                scale = min(max(scale * said / (before - bits), 1.0), 4.0)
             if bits <= planned:
                 return
             if sensitivity is None:
                 sensitivity = self.latent_sensitivity()
             said = self._cheapest_steps(rounded, codes, sensitivity, scale * (bits - planned))
-            saved = bits - self.latent_bits()
-            if said > 0 and saved > 0:
-                scale = min(max(scale * said / saved, 1.0), 4.0)
+            before = bits
 
     def _cheapest_steps(self, rounded: list[np.ndarray], codes: list[GridCode],
                         sensitivity: list[torch.Tensor], need: float) -> float:
