@@ -135,7 +135,7 @@ class ContextRate(RateModel):
         moves the means predicted from it."""
         saved = super().step_savings(grid, code, at, toward)
         c, h, w = grid.shape
-        qmax = grid_qmax(grid)
+        qmax = code.reach // 2  # the residuals' tables reach twice the grid's largest value
         padded = np.zeros((c, h + 1, w + 2), np.int32)  # (i, j) at (i + 1, j + 1)
         padded[:, 1:, 1:-1] = grid
         plane, row, col = np.unravel_index(at, grid.shape)
