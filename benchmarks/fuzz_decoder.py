@@ -3,12 +3,13 @@
     python benchmarks/fuzz_decoder.py --inputs 1000000 --jobs 2     # docs/security.md
     python benchmarks/fuzz_decoder.py --family latent --inputs 1000000 --jobs 2
     python benchmarks/fuzz_decoder.py --family arm --inputs 1000000 --jobs 2
+    python benchmarks/fuzz_decoder.py --family siren --inputs 200000 --jobs 2
 
 Random bytes stop at the checksum, so each mutant is made from a golden file (tests/golden: every
 family, grey, a Fourier encoding) by one to three of: header bytes changed, the image size set
 anywhere in 1..16384, a hyper-parameter overwritten, quantiser bits and steps set to any value
 (NaN, infinities, negatives, huge), payload bytes flipped, the payload cut or extended or
-replaced, the file cut; and then, nineteen times in twenty, the CRC recomputed, so that what lies
+replaced, the file cut, the format version set to 0..3 (a file read as another version's); and then, nineteen times in twenty, the CRC recomputed, so that what lies
 behind the checksum is what gets fuzzed. Each mutant is read by ``info`` and decoded at four
 small sizes with the default limits. Only ``InrFormatError`` (a bad file) and ``InrInputError`` (a
 decode above the limits) may come out; anything else is a finding, written to ``--findings``.
@@ -24,7 +25,8 @@ four weights and four ratios, any value) or the learned model's head (coder 3: i
 shift, bit depth and ratio, in range or not), the rANS state, and the coded words (flipped,
 cut, or followed by surplus words; coder 3's network values are the first of them).
 ``--family arm`` does the same with the latent files of coder 3 alone (its golden file and the
-two made at start).
+two made at start). ``--family siren`` mutates the SIREN families' golden files alone, those of
+format version 2 (the sine layers) among them.
 
 Why a mutator of our own rather than Hypothesis (which the test suite uses for its property
 tests) or atheris: a million inputs in an hour needs a loop with no per-example overhead, and
@@ -65,6 +67,8 @@ def seeds(family: str = "all") -> dict[str, bytes]:
         elif family == "arm":
             golden = {"latent-arm": golden["latent-arm"],
                       **{k: v for k, v in latent_seeds().items() if k.endswith("-arm")}}
+        elif family == "siren":  # the SIREN families, version 2's sine layers among them
+            golden = {k: v for k, v in golden.items() if not k.startswith("latent")}
         _SEEDS[family] = golden
     return _SEEDS[family]
 
@@ -146,6 +150,9 @@ def mutate(data: bytes, header: int, rng: random.Random) -> tuple[bytes, str]:
         elif kind == 6:
             del body[rng.randint(0, len(body)):]
             done.append("file cut")
+        elif kind == 7 and len(body) > 3 and rng.random() < 0.5:  # read as another version's
+            body[3] = rng.randint(0, 3)
+            done.append(f"version {body[3]}")
         else:
             i = rng.randrange(len(body)) if body else 0
             body[i:i + 1] = bytes([rng.randrange(256)])
@@ -342,9 +349,9 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=10000)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", choices=("all", "latent", "arm"), default="all",
-                        help="mutate every golden file, the latent family's files alone, or "
-                             "its files of coder 3 alone")
+    parser.add_argument("--family", choices=("all", "latent", "arm", "siren"), default="all",
+                        help="mutate every golden file, the latent family's files alone, "
+                             "its files of coder 3 alone, or the SIREN families' files alone")
     parser.add_argument("--findings", type=Path, default=Path("fuzz-findings.json"))
     args = parser.parse_args()
     total = fuzz(args.inputs, args.jobs, args.seed, family=args.family)

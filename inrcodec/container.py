@@ -1,9 +1,9 @@
 """Pipeline stage 5: the `.inr` container, byte by byte (see docs/format.md).
 
-Layout of version 1 (all integers little-endian)::
+Layout of versions 1 and 2 (all integers little-endian)::
 
     0   3   magic "INR"
-    3   1   format version (1)
+    3   1   format version (1 or 2; 2 where a family's hyper-parameters need fields of version 2)
     4   2   width, u16, 1..16384
     6   2   height, u16, 1..16384 (width x height at most 2^27)
     (a whole file is at most 2^28 bytes: limits.MAX_FILE_BYTES)
@@ -11,7 +11,7 @@ Layout of version 1 (all integers little-endian)::
     9   1   model family id
     10  1   input encoding id
     11  E   input encoding parameters (fixed layout per encoding)
-    .   F   family hyper-parameters (fixed layout per family)
+    .   F   family hyper-parameters (fixed layout per family and version)
     .   X   family side information (variable; e.g. the residual family's cell bitmap)
     .   1   entropy coder id
     .   5T  per stored tensor, in file order: bits (u8, 2..16), step (f32, finite, > 0)
@@ -44,7 +44,10 @@ from .fields import Reader, Schema
 from .quantize import TensorQuant
 
 MAGIC = b"INR"
-VERSION = 1
+#: The newest format version, which this build reads with every older one. A file is written in
+#: the lowest version that holds it (:meth:`.fields.Schema.version`), so a file that needs no
+#: newer field keeps its bytes.
+VERSION = 2
 MIN_FILE = 3 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 4
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -89,11 +92,15 @@ class InrFile:
     coder: str = "zstd"
     quants: list[TensorQuant] = field(default_factory=list)
     payload: bytes = b""
-    version: int = VERSION
 
     @property
     def family(self) -> str:
         return self.layout.name
+
+    @property
+    def version(self) -> int:
+        """The format version the file is written in: the lowest that holds its fields."""
+        return self.layout.schema.version(self.layout.schema.validate(self.hparams))
 
     def shapes(self) -> list[tuple[int, ...]]:
         enc_dim = encodings.out_dim(self.encoding, self.encoding_params)
@@ -109,7 +116,7 @@ class InrFile:
                            TRANSFORM_IDS[self.color] | (self.channels << 4),
                            family.family_id, encodings.ENCODING_IDS[self.encoding])
         out += enc_schema.pack(self.encoding_params)
-        out += family.schema.pack(self.hparams)
+        out += family.schema.pack(self.hparams, self.version)
         out += family.pack_extra(self.extra, self.hparams, self.height, self.width)
         out += struct.pack("<B", CODER_IDS[self.coder])
         for q in self.quants:
@@ -152,9 +159,10 @@ def parse(data: bytes, layouts: Mapping[int, type[Layout]]) -> InrFile:
                              f"({limits.MAX_FILE_BYTES} bytes at most)")
     if len(data) < 4 or data[:3] != MAGIC:
         raise InrFormatError("not an .inr file (bad magic)")
-    if data[3] != VERSION:
-        raise InrFormatError(f"unsupported .inr format version {data[3]} (this build reads "
-                             f"version {VERSION})")
+    version = data[3]
+    if not 1 <= version <= VERSION:
+        raise InrFormatError(f"unsupported .inr format version {version} (this build reads "
+                             f"versions 1 to {VERSION})")
     if len(data) < MIN_FILE:
         raise InrFormatError(f"truncated file: {len(data)} bytes is shorter than any .inr file")
     stored_crc = struct.unpack("<I", data[-4:])[0]
@@ -179,7 +187,10 @@ def parse(data: bytes, layouts: Mapping[int, type[Layout]]) -> InrFile:
         raise InrFormatError(f"unknown input encoding id {encoding_id}")
     encoding = encodings.ENCODING_NAMES[encoding_id]
     encoding_params = encodings.SCHEMAS[encoding].read(r, f"{encoding} encoding")
-    hparams = family.schema.read(r, f"{family.name} hyper-parameters")
+    hparams = family.schema.read(r, f"{family.name} hyper-parameters", version)
+    if family.schema.version(hparams) != version:  # one file per content: the lowest version
+        raise InrFormatError(f"a version {version} file whose {family.name} hyper-parameters "
+                             f"are those of version {family.schema.version(hparams)}")
     try:
         family.validate_for_image(hparams, height, width, channels)
     except ValueError as exc:

@@ -103,6 +103,12 @@ def geometric_ratio(symbols: np.ndarray) -> int:
     return ratio_of_magnitudes(int(np.abs(symbols.astype(np.int64)).sum()), symbols.size)
 
 
+def magnitude_bits(symbols: np.ndarray) -> float:
+    """What one unit more of a symbol's magnitude costs in coder 1's model of ``symbols``
+    (bits): -log2 of its fitted ratio."""
+    return -math.log2(geometric_ratio(symbols) / rans.RATIO_ONE)
+
+
 def ratio_of_magnitudes(total: int, count: int) -> int:
     """:func:`geometric_ratio` of ``count`` symbols whose magnitudes sum to ``total``."""
     m = total / count if count else 0.0

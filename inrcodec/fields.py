@@ -4,6 +4,11 @@ Model families and input encodings declare their hyper-parameters as a :class:`S
 list of :class:`Field` objects, each a little-endian struct code with an inclusive range. The same
 declaration packs the values into the `.inr` header, validates them when a header is parsed, and
 documents them (``inr info`` and ``docs/format.md`` list them in this order).
+
+A field added to a schema in a later format version says so (``since``) and holds the value that
+files of earlier versions mean (``default``): a file is written in the lowest version whose
+fields hold its values, so every file that needs no new field keeps its bytes, and a reader of
+an older file gets the default.
 """
 
 from __future__ import annotations
@@ -18,13 +23,20 @@ from .errors import InrFormatError, InrInputError
 
 @dataclass(frozen=True)
 class Field:
-    """One hyper-parameter: its name, struct code (B, H, I, e or f), inclusive range and meaning."""
+    """One hyper-parameter: its name, struct code (B, H, I, e or f), inclusive range and meaning;
+    for a field added in a later format version, that version and the value older files mean."""
 
     name: str
     code: str
     lo: float
     hi: float
     doc: str = ""
+    since: int = 1
+    default: float | None = None
+
+    def __post_init__(self):
+        if self.since > 1 and self.default is None:
+            raise ValueError(f"field {self.name} of version {self.since} needs a default")
 
     @property
     def size(self) -> int:
@@ -79,17 +91,31 @@ class Schema:
 
     def __init__(self, *fields: Field):
         self.fields = fields
-        self.size = sum(f.size for f in fields)
         self._by_name = {f.name: f for f in fields}
 
     def names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    def defaults(self) -> dict[str, float]:
+        """The values of the fields that files of the first version do not hold."""
+        return {f.name: f.default for f in self.fields if f.since > 1}
+
+    def version(self, values: Mapping[str, Any]) -> int:
+        """The lowest format version whose fields hold ``values``: that of the newest field
+        whose value is not its default."""
+        return max([1] + [f.since for f in self.fields
+                          if f.since > 1 and values[f.name] != f.default])
+
+    def size(self, version: int) -> int:
+        """The bytes of the fields a file of ``version`` holds."""
+        return sum(f.size for f in self.fields if f.since <= version)
 
     def validate(self, values: Mapping[str, Any], error: type[Exception] = InrInputError) -> dict:
         """Check every field is present, known and in range; return the normalised values."""
         unknown = set(values) - set(self._by_name)
         if unknown:
             raise error(f"unknown hyper-parameter(s): {', '.join(sorted(unknown))}")
+        values = {**self.defaults(), **values}  # fields newer than the first are optional
         missing = [f.name for f in self.fields if f.name not in values]
         if missing:
             raise error(f"missing hyper-parameter(s): {', '.join(missing)}")
@@ -100,12 +126,18 @@ class Schema:
                 out[f.name] = stored
         return out
 
-    def pack(self, values: Mapping[str, Any]) -> bytes:
+    def pack(self, values: Mapping[str, Any], version: int = 1) -> bytes:
+        """The fields a file of ``version`` holds; InrInputError if a value needs a newer one."""
         checked = self.validate(values)
-        return b"".join(struct.pack("<" + f.code, checked[f.name]) for f in self.fields)
+        if self.version(checked) > version:
+            raise InrInputError(f"these values need format version {self.version(checked)}")
+        return b"".join(struct.pack("<" + f.code, checked[f.name]) for f in self.fields
+                        if f.since <= version)
 
-    def read(self, reader: Reader, what: str) -> dict:
-        raw = {f.name: reader.unpack(f.code, f"{what} {f.name}") for f in self.fields}
+    def read(self, reader: Reader, what: str, version: int = 1) -> dict:
+        """The fields of a file of ``version``, the newer ones at their defaults."""
+        raw = {f.name: reader.unpack(f.code, f"{what} {f.name}") if f.since <= version
+               else f.default for f in self.fields}
         try:
             return self.validate(raw, InrFormatError)
         except InrFormatError as exc:

@@ -46,6 +46,7 @@ from .parallel import freed_memory_kept
 from .models.base import ImageModel
 from .training.base import COLLAPSE_RATIO, FitTask
 from .presets import Schedule
+from .entropy import magnitude_bits
 from .quantize import Quantiser, TensorQuant, choose, fake_quantize
 
 #: Phases with at least this many steps are compiled (measured: compiling costs 3-10 s here,
@@ -70,9 +71,19 @@ SOAP_EVERY = 10
 #: batch encode or a benchmark worker fits many (Dynamo's default of eight is then an error,
 #: the step being compiled with ``fullgraph=True``).
 RECOMPILE_LIMIT = 256
+#: The sharpness of soft rounding at the start and the end of quantisation-aware training's soft
+#: share (``Schedule.qat_soft``; :func:`~inrcodec.quantize.soft_round`): nearly the identity
+#: at first (a slope of 1.08 at the midpoints), nearly rounding at last.
+SOFT_SHARPNESS = (1.0, 16.0)
 #: Noise draws per tensor when probing sensitivity, and the pixels each probe renders.
 PROBES = 1
 PROBE_PIXELS = 1 << 16
+#: Rate-distortion-optimised rounding (``Schedule.rdo_rounding``): at most this many passes,
+#: each moving at most a share of the weights (those that promise most: RDO_SHARE at first, a
+#: quarter of it after each pass that does not pay), its gradient from RDO_SAMPLES samples.
+RDO_PASSES = 12
+RDO_SHARE = 0.005
+RDO_SAMPLES = 1 << 18
 
 #: Steps over which the collapse guard averages the training loss (the rise of that mean over
 #: the lowest one so far that it takes for a collapse is ``FitTask.collapse_ratio``, by default
@@ -147,19 +158,21 @@ class AdamStep:
     small networks is mostly overhead.
 
     ``quants``: the forward pass sees the weights through these quantisers (straight-through
-    gradient); ``frozen``: parameters that are not updated. Under the schedule's ``soap`` the
+    gradient; with ``soft``, softly rounded at the sharpness in ``self.sharpness``, which the
+    caller sets before each step); ``frozen``: parameters that are not updated. Under the schedule's ``soap`` the
     stage's networks (``FitTask.networks``) leave the step as gradients and SOAP updates them
     after it (:class:`NetworkSoap`).
     """
 
     def __init__(self, task: FitTask, schedule: Schedule, compile: bool,
                  quants: dict[str, TensorQuant] | None = None,
-                 frozen: frozenset[str] = frozenset()):
+                 frozen: frozenset[str] = frozenset(), soft: bool = False):
         module = task.module
         named = list(module.named_parameters())
         names = [n for n, _ in named]
         params = [p.detach() for _, p in named]  # the module's own storage
         self.device = params[0].device
+        self.sharpness = torch.ones((), device=self.device)
         first = [torch.zeros_like(p) for p in params]
         second = [torch.zeros_like(p) for p in params]
         count = torch.zeros((), device=self.device)
@@ -172,17 +185,19 @@ class AdamStep:
         self.soap = NetworkSoap([(n, p) for n, p in zip(names, params) if n in apart], scales) \
             if apart else None
 
-        def loss_of(weights: list[torch.Tensor], draws: torch.Tensor) -> torch.Tensor:
+        def loss_of(weights: list[torch.Tensor], draws: torch.Tensor, sharpness: torch.Tensor
+                    ) -> torch.Tensor:
             x, y = task.assemble(data, draws)
             if drop_weights:
                 y = y[..., :-1]
             if quants is not None:
-                weights = [fake_quantize(w, quants[n]) for n, w in zip(names, weights)]
+                weights = [fake_quantize(w, quants[n], sharpness if soft else None)
+                           for n, w in zip(names, weights)]
             return task.loss(functional_call(module, dict(zip(names, weights)), (x,)), y)
 
-        def step(draws: torch.Tensor, lr: torch.Tensor
+        def step(draws: torch.Tensor, lr: torch.Tensor, sharpness: torch.Tensor
                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-            grads, loss = grad_and_value(loss_of)(params, draws)
+            grads, loss = grad_and_value(loss_of)(params, draws, sharpness)
             count.add_(1)
             correction1 = 1 - beta1 ** count
             correction2 = 1 - beta2 ** count
@@ -201,7 +216,7 @@ class AdamStep:
         self.step = step
 
     def __call__(self, draws: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        loss, network_grads = self.step(draws, lr)
+        loss, network_grads = self.step(draws, lr, self.sharpness)
         if self.soap is not None:
             self.soap.step(network_grads, lr)
         return loss
@@ -325,11 +340,14 @@ class CollapseGuard:
 @dataclass(frozen=True)
 class Segment:
     """A run of steps under one warm-up and cosine, from the weights as they are, from fresh
-    initial weights, or from the best weights so far (Adam's state reset for the last two)."""
+    initial weights, or from the best weights so far (Adam's state reset for the last two);
+    through soft rounding, its sharpness rising geometrically from the first of ``sharpness``
+    to the second over the segment."""
 
     steps: int
     peak_lr: float
     start: Literal["current", "fresh", "best"] = "current"
+    sharpness: tuple[float, float] | None = None
 
 
 class SegmentTrainer:
@@ -405,6 +423,10 @@ class SegmentTrainer:
             for within in range(segment.steps):
                 self.lr.fill_(guard.scale * learning_rate(within, segment.steps, self.schedule,
                                                           segment.peak_lr))
+                if segment.sharpness is not None:
+                    first, last = segment.sharpness
+                    self.step.sharpness.fill_(
+                        first * (last / first) ** (within / max(1, segment.steps - 1)))
                 draws = self.task.draw(self.generator, self.batch)
                 draws = draws.to(self.step.device, non_blocking=True)
                 if i == 0:
@@ -456,11 +478,11 @@ class Stage:
 
     def trainer(self, steps: int, progress: PhaseProgress | None,
                 quants: dict[str, TensorQuant] | None = None,
-                frozen: frozenset[str] = frozenset()) -> SegmentTrainer:
+                frozen: frozenset[str] = frozenset(), soft: bool = False) -> SegmentTrainer:
         """The engine for a phase of ``steps`` steps (compiled when that pays)."""
         values = sum(p.numel() for p in self.task.module.parameters())
         step = AdamStep(self.task, self.schedule, compiles(self.compile, steps, values), quants,
-                        frozen)
+                        frozen, soft)
         return SegmentTrainer(self.task, self.schedule, self.generator, step, quants, progress)
 
 
@@ -495,17 +517,30 @@ class Training:
 
 
 class QuantisedFineTuning:
-    """Phase 3: one cosine of ``qat_steps`` (the stage's share) through the quantisers."""
+    """Phase 3: ``qat_steps`` (the stage's share) through the quantisers: the schedule's
+    ``qat_soft`` share of them in one cosine through soft rounding whose sharpness rises over it
+    (SOFT_SHARPNESS), then the rest in another through rounding (straight-through); each keeps
+    the best weights as rounded."""
 
     def __init__(self, schedule: Schedule, task: FitTask):
         self.steps = round(schedule.qat_steps * task.share)
+        self.soft = round(self.steps * schedule.qat_soft)
 
     def run(self, stage: Stage, quants: dict[str, TensorQuant]) -> float | None:
         if not self.steps:
             return None
-        trainer = stage.trainer(self.steps, stage.progress(f"{stage.task.name} (quantised)"),
-                                quants)
-        return trainer.run([Segment(self.steps, stage.schedule.qat_lr)])
+        progress = stage.progress(f"{stage.task.name} (quantised)")
+        mse = None
+        if self.soft:
+            trainer = stage.trainer(self.soft, progress, quants, soft=True)
+            mse = trainer.run([Segment(self.soft, stage.schedule.qat_lr,
+                                       sharpness=SOFT_SHARPNESS)])
+        hard = self.steps - self.soft
+        if hard:
+            later = None if progress is None else lambda s, v: progress(self.soft + s, v)
+            trainer = stage.trainer(hard, later, quants)
+            mse = trainer.run([Segment(hard, stage.schedule.qat_lr)])
+        return mse
 
 
 class ProgressiveRounding:
@@ -534,6 +569,96 @@ class ProgressiveRounding:
             trainer = stage.trainer(steps, lambda s, v, before=before: progress(before + s, v),
                                     frozen=frozenset(frozen))
             trainer.run([Segment(steps, stage.schedule.progressive_lr)])
+
+
+class RateDistortionRounding:
+    """Phase 5 (``rdo_rounding``), AdaRound's idea in a few greedy passes: each weight is stored
+    as one of the two symbols around its trained value, not necessarily the nearer one. Each pass
+    takes the loss's gradient g at the weights as rounded and, for every weight, the change of
+    moving its symbol to the other side of its trained value: distortion ``g d + h d^2`` (d the
+    move, h its tensor's measured sensitivity per weight) plus lambda times the bits it adds
+    in the coder's model (:func:`~inrcodec.entropy.magnitude_bits` a unit of magnitude; lambda
+    ``h s^2 ln 2 / 6``, the slope of a uniform quantiser of step s at high rate, so that a
+    tensor's moves trade rate at the price its step trades it). The moves of most gain (a
+    share of the weights, RDO_SHARE at first) are made; a pass that leaves the measured
+    distortion plus the rate's price higher is undone, and the share of those after it
+    quartered (the moves interact: together they may lose what each gains alone). The weights
+    are left as stored."""
+
+    def __init__(self, schedule: Schedule, task: FitTask):
+        self.on = schedule.rdo_rounding
+
+    @staticmethod
+    def price(quant: TensorQuant, sensitivity: float, count: int) -> float:
+        """Lambda of a tensor of ``count`` weights: the distortion one of its bits is worth."""
+        return sensitivity / count * quant.step ** 2 * math.log(2) / 6
+
+    def run(self, stage: Stage, quants: dict[str, TensorQuant],
+            sensitivity: dict[str, float] | None) -> None:
+        if not self.on or not sensitivity:
+            return
+        task = stage.task
+        named = [(n, p) for n, p in task.module.named_parameters() if n in sensitivity]
+        trained = {n: p.detach().clone() for n, p in named}
+        steps = {n: quants[n].step for n, _ in named}
+        with torch.no_grad():
+            symbols = {n: torch.clamp(torch.round(p / steps[n]), -quants[n].qmax, quants[n].qmax)
+                       for n, p in named}
+        curvature = {n: sensitivity[n] / p.numel() for n, p in named}
+        price = {n: self.price(quants[n], sensitivity[n], p.numel()) for n, p in named}
+        cost = {n: magnitude_bits(symbols[n].cpu().numpy()) for n, _ in named}
+
+        def place() -> None:
+            with torch.no_grad():
+                for n, p in named:
+                    p.copy_(symbols[n] * steps[n])
+
+        def rate_price() -> float:
+            return sum(price[n] * cost[n] * float(symbols[n].abs().sum()) for n, _ in named)
+
+        place()
+        score = task.evaluate() + rate_price()
+        device = named[0][1].device
+        data = {k: v.to(device) for k, v in task.data.items()}
+        samples = min(RDO_SAMPLES, task.samples * task.groups)
+        total = sum(p.numel() for _, p in named)
+        share = RDO_SHARE
+        for _ in range(RDO_PASSES):
+            x, y = task.assemble(data, task.draw(stage.generator, samples).to(device))
+            if task.weighted and not stage.schedule.window_weights:
+                y = y[..., :-1]
+            task.module.zero_grad(set_to_none=True)
+            task.loss(task.module(x), y).backward()
+            moves, gains = {}, []
+            for n, p in named:
+                q = symbols[n]
+                other = torch.clamp(q + torch.sign(trained[n] / steps[n] - q),
+                                    -quants[n].qmax, quants[n].qmax)
+                d = (other - q) * steps[n]
+                change = p.grad * d + curvature[n] * d * d \
+                    + price[n] * cost[n] * (other.abs() - q.abs())
+                moves[n] = other
+                gains.append(-change.flatten())
+            gains = torch.cat(gains)
+            taken = min(max(1, int(total * share)), int((gains > 0).sum()))
+            if taken == 0:
+                break
+            threshold = torch.topk(gains, taken).values[-1]
+            before = {n: q.clone() for n, q in symbols.items()}
+            for (n, p), gain in zip(named, torch.split(gains, [p.numel() for _, p in named])):
+                chosen = (gain >= threshold).view_as(p)
+                symbols[n] = torch.where(chosen, moves[n], symbols[n])
+            place()
+            latest = task.evaluate() + rate_price()
+            if latest < score:
+                score = latest
+            else:  # the moves together did not do what each promised alone: fewer of them
+                symbols = before
+                place()
+                if taken == 1:
+                    break
+                share /= 4
+        task.module.zero_grad(set_to_none=True)
 
 
 @torch.no_grad()
@@ -641,12 +766,16 @@ def _fit(model: ImageModel, target: torch.Tensor, schedule: Schedule, seed: int,
         rounding = ProgressiveRounding(schedule, task)
         rounding.run(stage, quants)
         reporter.done += rounding.steps
+        rdo_sensitivity = None if sensitivity is None else \
+            {n: sensitivity[names[n]] for n in names if names[n] in sensitivity}
+        RateDistortionRounding(schedule, task).run(stage, quants, rdo_sensitivity)
 
         with torch.no_grad():
             for n, p in task.module.named_parameters():
                 p.copy_(fake_quantize(p, quants[n]))
                 report.quants[names[n]] = quants[n]
-        final_mse = qat_mse if qat_mse is not None else task.evaluate()
+        final_mse = qat_mse if qat_mse is not None and not schedule.rdo_rounding \
+            else task.evaluate()
         report.stages.append(StageReport(task.name, training.steps, fine_tuning.steps,
                                          psnr_of_mse(mse), psnr_of_mse(final_mse),
                                          time.perf_counter() - start, training.collapses))

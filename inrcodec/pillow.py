@@ -30,13 +30,12 @@ from PIL import Image, ImageFile
 from .errors import InrError
 
 FORMAT = "INR"
-#: The first bytes of every file this build reads: the magic and format version 1 (the
-#: container checks it again).
-PREFIX = b"INR\x01"
+#: The magic and the format versions this build reads (the container checks them again).
+MAGIC, VERSIONS = b"INR", (1, 2)
 
 
 def _accept(prefix: bytes) -> bool:
-    return prefix[:4] == PREFIX
+    return prefix[:3] == MAGIC and len(prefix) > 3 and prefix[3] in VERSIONS
 
 
 class InrImageFile(ImageFile.ImageFile):

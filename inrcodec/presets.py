@@ -82,16 +82,27 @@ class Schedule:
     #: Kodak it gained nothing measurable at our quantiser steps, for more time than training).
     qat_steps: int = 0
     qat_lr: float = 1e-3
+    #: The share of ``qat_steps`` through soft rounding of rising sharpness before the rest
+    #: through rounding (0: all of them through rounding, straight-through).
+    qat_soft: float = 0.0
     #: Rounding one tensor at a time after training, the tensors not yet rounded training on for
     #: an equal share of these steps at ``progressive_lr`` after each; 0: all rounded at once.
     progressive_steps: int = 0
     progressive_lr: float = 1e-4
+    #: Rate-distortion-optimised rounding of the weights after training (``fit``'s
+    #: ``RateDistortionRounding``; needs the sensitivities of ``allocation="sensitivity"``).
+    rdo_rounding: bool = False
     #: Quantiser steps shaped by each tensor's measured sensitivity, or ``uniform``.
     allocation: str = "sensitivity"
     #: Overlapping cells' samples weighted by their blend weight (False: all weigh the same).
     window_weights: bool = True
     #: Keep each cell's best weights rather than the best whole set.
     best_per_group: bool = True
+    #: The SIREN families' loss: the weight of the chroma (BT.601 Cb, Cr) part of the squared
+    #: error (1: the RGB squared error, what PSNR measures), and each network's output bias
+    #: started at its cell's mean colour (NIF25's output normalised around the image mean).
+    chroma_weight: float = 1.0
+    mean_start: bool = False
     #: The phases of a family whose latents train with its networks (``latent``): the latents
     #: seen through uniform noise, then rounded (straight-through) for this last share of the
     #: steps; the networks at ``network_lr`` times ``lr`` throughout.
@@ -122,6 +133,10 @@ class Schedule:
             raise ValueError("lr_floor and cycle_decay must be in (0, 1], warmup in [0, 1)")
         if not 0 <= self.rounding <= 1:
             raise ValueError("rounding must be in [0, 1]")
+        if not 0 <= self.qat_soft <= 1:
+            raise ValueError("qat_soft must be in [0, 1]")
+        if not 0 < self.chroma_weight <= 100:
+            raise ValueError("chroma_weight must be in (0, 100]")
         if not self.network_lr > 0:
             raise ValueError("network_lr must be positive")
         if not self.growth >= 1:

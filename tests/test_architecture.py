@@ -218,7 +218,8 @@ def test_pillow_save_uses_the_same_schema(tmp_path):
 
 def test_the_pillow_plugin_recognises_what_the_container_writes():
     from inrcodec import container, pillow
-    assert pillow.PREFIX == container.MAGIC + bytes([container.VERSION])
+    assert pillow.MAGIC == container.MAGIC
+    assert pillow.VERSIONS == tuple(range(1, container.VERSION + 1))
 
 
 def test_the_package_exports_what_it_lists():

@@ -5,15 +5,23 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 import torch
+
+import inrcodec
 
 from inrcodec.color import ColorTransform
 from inrcodec.encodings import Encoding
-from inrcodec.fit import (COMPILE_MIN_STEPS, GUARD_WINDOW, AdamStep, Segment, SegmentTrainer,
-                          Training, compiles, learning_rate)
+from inrcodec.fit import (COMPILE_MIN_STEPS, GUARD_WINDOW, SOFT_SHARPNESS, AdamStep,
+                          QuantisedFineTuning, RateDistortionRounding, Segment, SegmentTrainer,
+                          Stage, Training, compiles, learning_rate, measure_sensitivity)
+from inrcodec.entropy import magnitude_bits
+from inrcodec.quantize import choose, fake_quantize, soft_round
 from inrcodec.presets import Schedule
 from inrcodec.models.siren import TiledSiren
 from inrcodec.training.siren import tiled_fit_task
+
+from .helpers import FAST, crop
 from inrcodec.models.tiling import Tiling
 
 
@@ -59,10 +67,10 @@ def recorded_run(field, task, schedule: Schedule):
     trainer = trainer_for(task, schedule)
     step = trainer.step.step
 
-    def recording(draws, lr):
+    def recording(draws, lr, sharpness):
         stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
                         trainer.step.count))
-        return step(draws, lr)
+        return step(draws, lr, sharpness)
 
     trainer.step.step = recording
     phase = Training(schedule, task)
@@ -135,10 +143,10 @@ def test_a_collapse_puts_back_the_weights_of_the_lowest_loss_and_halves_the_rate
     losses = ([1.0] * GUARD_WINDOW + [0.5] * GUARD_WINDOW + [10.0] * GUARD_WINDOW
               + [0.4] * GUARD_WINDOW)
 
-    def scripted(draws, lr):
+    def scripted(draws, lr, sharpness):
         stepped.append(([p.detach().clone() for p in field.parameters()], lr.item(),
                         trainer.step.count))
-        _, network_grads = step(draws, lr)
+        _, network_grads = step(draws, lr, sharpness)
         return torch.tensor(losses[len(stepped) - 1]), network_grads
 
     trainer.step.step = scripted
@@ -198,3 +206,121 @@ def test_long_phases_and_large_models_compile():
     # a 12 MP photo's 32 million.
     assert not compiles(None, 300, 1_049_547) and compiles(None, 300, 32_000_000)
     assert not compiles(False, 300, 32_000_000) and compiles(True, 10, 10)
+
+
+def test_soft_rounding_goes_from_the_identity_to_rounding():
+    x = torch.linspace(-3, 3, 601)
+    assert torch.allclose(soft_round(x, torch.tensor(1e-3)), x, atol=1e-4)
+    sharp = soft_round(x, torch.tensor(16.0))
+    far = (x - torch.round(x)).abs() <= 0.3  # at least 0.2 from a midpoint
+    assert torch.allclose(sharp[far], torch.round(x[far]), atol=2e-3)
+    for sharpness in (1.0, 4.0, 16.0):  # increasing, and through every midpoint
+        y = soft_round(x, torch.tensor(sharpness))
+        assert (y[1:] >= y[:-1]).all()
+        assert torch.allclose(soft_round(torch.tensor([0.5, -1.5]), torch.tensor(sharpness)),
+                              torch.tensor([0.5, -1.5]))
+    # Its own gradient, not the straight-through one: steep at the midpoints, flat at the
+    # integers.
+    at = torch.tensor([0.0, 0.5], requires_grad=True)
+    soft_round(at, torch.tensor(16.0)).sum().backward()
+    assert at.grad[0] < 1e-4 and at.grad[1] > 7.9
+
+
+def test_soft_quantisation_keeps_to_the_quantisers_range():
+    weights = torch.tensor([-10.0, -0.26, 0.0, 0.74, 10.0])
+    quant = choose(torch.tensor([1.0]), 3)  # step 1/3, symbols -3..3
+    soft = fake_quantize(weights, quant, torch.tensor(16.0))
+    assert torch.allclose(soft, fake_quantize(weights, quant), atol=1e-3)
+    assert soft.abs().max() <= 1.0 + 1e-6
+
+
+def test_quantisation_aware_training_goes_from_soft_to_straight_through_rounding():
+    # 8 steps, the first half through soft rounding whose sharpness rises geometrically from
+    # SOFT_SHARPNESS's first to its last, the rest through rounding (the sharpness unused).
+    field, task, _ = scripted_two_cells([[0.5, 0.5]] * 20)
+    schedule = Schedule(steps=4, lr=1e-2, qat_steps=8, qat_soft=0.5, eval_every=2)
+    quants = {n: choose(p, 6) for n, p in field.named_parameters()}
+    seen, made = [], []
+    original = Stage.trainer
+
+    def trainer(self, steps, progress, quants=None, frozen=frozenset(), soft=False):
+        engine = original(self, steps, progress, quants, frozen, soft)
+        step = engine.step.step
+
+        def recording(draws, lr, sharpness):
+            seen.append((soft, sharpness.item()))
+            return step(draws, lr, sharpness)
+
+        engine.step.step = recording
+        made.append((steps, soft))
+        return engine
+
+    Stage.trainer = trainer
+    try:
+        QuantisedFineTuning(schedule, task).run(
+            Stage(task, schedule, torch.Generator().manual_seed(3), False), quants)
+    finally:
+        Stage.trainer = original
+    assert made == [(4, True), (4, False)]
+    first, last = SOFT_SHARPNESS
+    expected = [first * (last / first) ** (i / 3) for i in range(4)]
+    assert [s for soft, s in seen[:4]] == pytest.approx(expected, rel=1e-5)
+    assert all(soft for soft, _ in seen[:4]) and not any(soft for soft, _ in seen[4:])
+
+
+def test_rate_distortion_rounding_leaves_stored_weights_that_cost_no_more():
+    # A fitted pair of cells, quantised coarsely: the rounding leaves every weight on its
+    # quantiser's grid, at most one symbol from its nearest, and its distortion plus the
+    # rate's price no higher than plain rounding's.
+    field = TiledSiren(Tiling(16, 32, rows=1, cols=2), Encoding("none", 2), 8, 2, 3, 30.0, 30.0,
+                       torch.Generator().manual_seed(0))
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 16), torch.linspace(0, 1, 32), indexing="ij")
+    target = torch.stack([torch.sin(6 * xs), torch.cos(5 * ys), xs * ys], -1) * 0.4
+    held_out = {}
+
+    def evaluate(max_pixels=0):  # a fixed sample of pixels stands in for the image
+        with torch.no_grad():
+            x, y = task.assemble(task.data, held_out["draws"])
+            return float(task.loss(field(x), y))
+
+    task = tiled_fit_task(field, target, ColorTransform("rgb", 3), evaluate, "cells")
+    held_out["draws"] = task.draw(torch.Generator().manual_seed(9), 1024)
+    schedule = Schedule(steps=200, lr=3e-3, rdo_rounding=True)
+    stage = Stage(task, schedule, torch.Generator().manual_seed(3), False)
+    stage.trainer(200, None).run([Segment(200, 3e-3)])
+    trained = {n: p.detach().clone() for n, p in field.named_parameters()}
+    quants = {n: choose(p, 4) for n, p in trained.items()}
+    sensitivity = measure_sensitivity(task, 0)
+    rounding = RateDistortionRounding(schedule, task)
+    # The rate's price: lambda times the bits of the symbols' magnitudes in plain rounding's
+    # model of each tensor.
+    per_unit = {n: rounding.price(quants[n], sensitivity[n], w.numel())
+                * magnitude_bits(torch.round(fake_quantize(w, quants[n]) / quants[n].step).numpy())
+                for n, w in trained.items()}
+    scores = []
+    for rdo in (False, True):
+        for n, p in field.named_parameters():
+            p.data.copy_(trained[n])
+        if rdo:
+            rounding.run(stage, quants, sensitivity)
+        else:
+            with torch.no_grad():
+                for n, p in field.named_parameters():
+                    p.copy_(fake_quantize(p, quants[n]))
+        symbols = {n: p.detach() / quants[n].step for n, p in field.named_parameters()}
+        for n, q in symbols.items():
+            assert torch.allclose(q, torch.round(q), atol=1e-4)
+            assert (torch.round(q) - torch.round(trained[n] / quants[n].step)).abs().max() <= 1
+        scores.append(task.evaluate() + sum(per_unit[n] * float(torch.round(q).abs().sum())
+                                            for n, q in symbols.items()))
+    assert scores[1] <= scores[0]
+
+
+def test_rate_distortion_rounding_moves_weights_of_a_real_fit():
+    image = crop()
+    plain = inrcodec.compress(image, model="gridded", bpp=2.0, seed=0, steps=150, **FAST)
+    moved = inrcodec.compress(image, model="gridded", bpp=2.0, seed=0, steps=150,
+                              rdo_rounding=True, **FAST)
+    assert moved.data != plain.data
+    assert abs(len(moved.data) - len(plain.data)) <= 0.05 * len(plain.data)
+    assert moved.psnr >= plain.psnr - 0.1

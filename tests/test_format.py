@@ -133,7 +133,7 @@ def test_a_header_declaring_more_values_than_the_format_holds_is_refused(encoded
 
 
 @pytest.mark.parametrize("offset, value, message", [
-    (3, 2, "version"),
+    (3, 3, "version"),
     (4, 0, "size"),
     (8, 0x32, "colour transform"),
     (8, 0x20, "channel"),

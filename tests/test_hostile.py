@@ -115,7 +115,8 @@ def test_a_wide_latent_grid_decodes_narrow_in_bounded_memory(tmp_path):
     assert size == [1, 16384] and peak < GIB
 
 
-@pytest.mark.parametrize("case", ["siren", "gridded", "residual", "dct", "siren-fourier"])
+@pytest.mark.parametrize("case", ["siren", "gridded", "residual", "dct", "siren-fourier",
+                                  "siren-layers", "gridded-layers"])
 def test_every_family_decodes_a_forged_huge_size_narrow_in_bounded_memory(case, tmp_path):
     # A small golden file whose header claims 16384x8192 (its networks do not depend on the
     # size), decoded 8 pixels wide and 8 tall: memory follows the output, not the claim.

@@ -21,6 +21,7 @@ last.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator
 
 import torch
@@ -142,12 +143,65 @@ class ImageModel(torch.nn.Module):
         return torch.cat([band for _, band in self.render_bands(out_h, out_w, render_band)])
 
     def describe(self) -> str:
+        """The family and its hyper-parameters (those of later format versions only where they
+        are not their defaults), encoding and colour."""
+        defaults = self.schema.defaults()
         hp = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in self.hparams.items())
+                       for k, v in self.hparams.items()
+                       if k not in defaults or v != defaults[k])
         return f"{self.name}({hp}; encoding={self.encoding.describe()}; colour={self.color.name})"
 
     def n_params(self) -> int:
         return sum(p.numel() for _, p in self.tensors())
+
+
+#: The phase of hidden neuron j of a sine layer without stored biases is 2 pi frac((j + 1) g) - pi
+#: for the golden ratio's conjugate g: spread evenly over a period whatever the width.
+GOLDEN = 0.6180339887498949
+
+
+@dataclass(frozen=True)
+class SineLayers:
+    """How a SIREN's hidden (sine) layers are laid out beyond their width, depth and frequency
+    factors: the levers of NIF25 that cost no stored weight (format version 2; the defaults are
+    version 1's layers).
+
+    - ``phases``: the hidden layers store no biases; neuron j's phase is derived (GOLDEN).
+    - ``spread``: neuron j of a layer of n has the frequency factor
+      ``w0 (1 + spread (2 j / (n - 1) - 1))``, from ``w0 (1 - spread)`` to ``w0 (1 + spread)``.
+    - ``ratio`` and ``taper``: hidden layer i of d has ``width (1 + (ratio - 1) (1 - i / (d -
+      1))^taper)`` units, rounded half up: from ``ratio`` times ``width`` at the first to
+      ``width`` at the last.
+    """
+
+    phases: bool = False
+    spread: float = 0.0
+    ratio: float = 1.0
+    taper: float = 1.0
+
+    @classmethod
+    def of(cls, hparams: dict) -> SineLayers:
+        return cls(bool(hparams.get("phases", 0)), float(hparams.get("spread", 0.0)),
+                   float(hparams.get("ratio", 1.0)), float(hparams.get("taper", 1.0)))
+
+    def widths(self, width: int, depth: int) -> list[int]:
+        """The hidden layers' widths."""
+        if depth == 1 or self.ratio == 1.0:
+            return [width] * depth
+        return [math.floor(width * (1 + (self.ratio - 1) * (1 - i / (depth - 1)) ** self.taper)
+                           + 0.5) for i in range(depth)]
+
+    def frequencies(self, n: int, w0: float) -> torch.Tensor:
+        """A layer's frequency factors, one per neuron (n,)."""
+        offsets = torch.linspace(-1.0, 1.0, n, dtype=torch.float64) if n > 1 \
+            else torch.zeros(1, dtype=torch.float64)
+        return (w0 * (1 + self.spread * offsets)).float()
+
+    @staticmethod
+    def phase(n: int) -> torch.Tensor:
+        """The derived phases of a layer of n neurons (n,)."""
+        j = torch.arange(1, n + 1, dtype=torch.float64)
+        return (2 * math.pi * torch.frac(j * GOLDEN) - math.pi).float()
 
 
 class SirenStack(torch.nn.Module):
@@ -156,49 +210,78 @@ class SirenStack(torch.nn.Module):
     Input (G, N, in_dim) -> output (G, N, out_dim). Layer i computes ``x W_i + b_i`` with W_i of
     shape (G, fan_in, fan_out); hidden layers are followed by ``sin(w0 * .)`` (``w0_first`` for the
     first). Initialisation as in the SIREN paper: the first layer U(-1/n, 1/n), the others
-    U(-sqrt(6/n)/w0, sqrt(6/n)/w0), biases U(-1/sqrt(n), 1/sqrt(n)).
+    U(-sqrt(6/n)/w0, sqrt(6/n)/w0), biases U(-1/sqrt(n), 1/sqrt(n)). ``layers`` may shape the
+    hidden layers further (:class:`SineLayers`): derived phases in place of their biases,
+    a frequency factor per neuron, tapered widths.
     """
 
     def __init__(self, groups: int, in_dim: int, width: int, depth: int, out_dim: int,
-                 w0_first: float, w0: float, generator: torch.Generator | None = None):
+                 w0_first: float, w0: float, generator: torch.Generator | None = None,
+                 layers: SineLayers = SineLayers()):
         super().__init__()
         self.w0_first, self.w0 = w0_first, w0
-        dims = [in_dim] + [width] * depth + [out_dim]
+        self.layers = layers
+        dims = [in_dim] + layers.widths(width, depth) + [out_dim]
         self.weights = torch.nn.ParameterList()
         self.biases = torch.nn.ParameterList()
-        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+        last = len(dims) - 2
+        for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
             self.weights.append(torch.nn.Parameter(torch.empty(groups, fan_in, fan_out)))
-            self.biases.append(torch.nn.Parameter(torch.empty(groups, 1, fan_out)))
+            if i == last or not layers.phases:
+                self.biases.append(torch.nn.Parameter(torch.empty(groups, 1, fan_out)))
+        for i, n in enumerate(dims[1:-1]):  # derived, never stored: buffers of the hidden layers
+            if layers.spread:
+                self.register_buffer(f"frequency{i}", layers.frequencies(n, self._w0(i)),
+                                     persistent=False)
+            if layers.phases:
+                self.register_buffer(f"phase{i}", SineLayers.phase(n), persistent=False)
         self.initialise(generator)
+
+    def _w0(self, i: int) -> float:
+        return self.w0_first if i == 0 else self.w0
 
     @torch.no_grad()
     def initialise(self, generator: torch.Generator | None = None) -> None:
         """Draw fresh initial weights, in place (on the weights' own device)."""
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        biases = list(self.biases)
+        if self.layers.phases:  # only the output layer has a bias
+            biases = [None] * (len(self.weights) - 1) + biases
+        for i, (w, b) in enumerate(zip(self.weights, biases)):
             fan_in = w.shape[1]
             bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / self.w0
             w.copy_((torch.rand(w.shape, generator=generator) * 2 - 1) * bound)
-            b.copy_((torch.rand(b.shape, generator=generator) * 2 - 1) / math.sqrt(fan_in))
+            if b is not None:
+                b.copy_((torch.rand(b.shape, generator=generator) * 2 - 1) / math.sqrt(fan_in))
 
     @staticmethod
-    def shapes(groups: int, in_dim: int, width: int, depth: int, out_dim: int
-               ) -> list[tuple[int, int, int]]:
-        """Parameter shapes in ``named_parameters`` order: all weights, then all biases."""
-        dims = [in_dim] + [width] * depth + [out_dim]
+    def shapes(groups: int, in_dim: int, width: int, depth: int, out_dim: int,
+               layers: SineLayers = SineLayers()) -> list[tuple[int, int, int]]:
+        """Parameter shapes in ``named_parameters`` order: all weights, then all stored biases
+        (the output layer's alone with derived phases)."""
+        dims = [in_dim] + layers.widths(width, depth) + [out_dim]
         pairs = list(zip(dims[:-1], dims[1:]))
-        return [(groups, a, b) for a, b in pairs] + [(groups, 1, b) for _, b in pairs]
+        biased = pairs[-1:] if layers.phases else pairs
+        return [(groups, a, b) for a, b in pairs] + [(groups, 1, b) for _, b in biased]
 
     @staticmethod
-    def count(groups: int, in_dim: int, width: int, depth: int, out_dim: int) -> int:
-        return sum(math.prod(s) for s in SirenStack.shapes(groups, in_dim, width, depth, out_dim))
+    def count(groups: int, in_dim: int, width: int, depth: int, out_dim: int,
+              layers: SineLayers = SineLayers()) -> int:
+        return sum(math.prod(s) for s in SirenStack.shapes(groups, in_dim, width, depth, out_dim,
+                                                           layers))
 
     def forward(self, x: torch.Tensor, group: int | None = None) -> torch.Tensor:
         """Evaluate all groups on x (G, N, in), or only ``group`` on x (1, N, in)."""
         last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        phases = self.layers.phases
+        for i, w in enumerate(self.weights):
             if group is not None:
-                w, b = w[group:group + 1], b[group:group + 1]
-            x = torch.baddbmm(b, x, w)
+                w = w[group:group + 1]
+            if i < last and phases:
+                x = torch.bmm(x, w)
+            else:
+                b = self.biases[-1 if phases else i]
+                x = torch.baddbmm(b if group is None else b[group:group + 1], x, w)
             if i < last:
-                x = torch.sin((self.w0_first if i == 0 else self.w0) * x)
+                x = (getattr(self, f"frequency{i}") if self.layers.spread else self._w0(i)) * x
+                x = torch.sin(x + getattr(self, f"phase{i}") if phases else x)
         return x

@@ -26,8 +26,8 @@ from ..color import ColorTransform
 from ..encodings import Encoding
 from ..fields import Field, Schema
 from . import register
-from .base import ImageModel, SirenStack
-from .siren import DEPTH, W0, W0_FIRST, WIDTH
+from .base import ImageModel, SineLayers, SirenStack
+from .siren import DEPTH, SINE_LAYERS, W0, W0_FIRST, WIDTH
 
 BLOCK = Field("block", "B", 2, 32, "block side in pixels")
 COEFFS = Field("coeffs", "H", 1, 1024, "zig-zag coefficients of the first channel")
@@ -60,7 +60,7 @@ def dct_matrix(n: int) -> torch.Tensor:
 class DctHead(ImageModel):
     name = "dct"
     family_id = 3
-    schema = Schema(BLOCK, COEFFS, CHROMA, WIDTH, DEPTH, W0_FIRST, W0)
+    schema = Schema(BLOCK, COEFFS, CHROMA, WIDTH, DEPTH, W0_FIRST, W0, *SINE_LAYERS)
     default_color = "ycbcr"
     default_encoding = ("positional", {"levels": 6})
 
@@ -77,7 +77,7 @@ class DctHead(ImageModel):
         # A plain attribute, not a buffer: it indexes CPU tensors even when the net is on a GPU.
         self.flat_index = torch.tensor([r * self.block + c for r, c in positions])
         self.net = SirenStack(1, encoding.out_dim, hp["width"], hp["depth"], sum(self.counts),
-                              hp["w0_first"], hp["w0"], generator)
+                              hp["w0_first"], hp["w0"], generator, SineLayers.of(hp))
 
     @classmethod
     def validate_for_image(cls, hparams, height, width, channels):
@@ -92,7 +92,8 @@ class DctHead(ImageModel):
     @classmethod
     def shapes(cls, hparams, height, width, channels, encoding_dim, extra):
         outputs = hparams["coeffs"] + (channels - 1) * hparams["chroma_coeffs"]
-        return SirenStack.shapes(1, encoding_dim, hparams["width"], hparams["depth"], outputs)
+        return SirenStack.shapes(1, encoding_dim, hparams["width"], hparams["depth"], outputs,
+                                 SineLayers.of(hparams))
 
     @classmethod
     def macs_per_pixel(cls, hparams, shapes):

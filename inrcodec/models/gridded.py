@@ -19,8 +19,8 @@ from ..color import ColorTransform
 from ..encodings import Encoding
 from ..fields import Field, Schema
 from . import register
-from .base import ImageModel, SirenStack
-from .siren import DEPTH, W0, W0_FIRST, WIDTH, TiledSiren
+from .base import ImageModel, SineLayers, SirenStack
+from .siren import DEPTH, SINE_LAYERS, W0, W0_FIRST, WIDTH, TiledSiren
 from .tiling import Tiling
 
 ROWS = Field("rows", "B", 1, 64, "grid rows")
@@ -33,7 +33,7 @@ OVERLAP = Field("overlap", "e", 0, 0.5, "band shared with each neighbour, as a f
 class Gridded(ImageModel):
     name = "gridded"
     family_id = 1
-    schema = Schema(ROWS, COLS, OVERLAP, WIDTH, DEPTH, W0_FIRST, W0)
+    schema = Schema(ROWS, COLS, OVERLAP, WIDTH, DEPTH, W0_FIRST, W0, *SINE_LAYERS)
     #: Five octaves on the cell's local frame and a first-layer factor of 20 (SIREN's usual 30
     #: puts too much of the first layer's energy at high frequencies once the coordinates are
     #: encoded): +0.2 to +0.4 dB at 0.12 to 1 bpp over 4 octaves and 30 (docs/experiments.md).
@@ -46,7 +46,7 @@ class Gridded(ImageModel):
         hp = self.hparams
         tiling = Tiling(height, width, hp["rows"], hp["cols"], hp["overlap"])
         self.field = TiledSiren(tiling, encoding, hp["width"], hp["depth"], self.channels,
-                                hp["w0_first"], hp["w0"], generator)
+                                hp["w0_first"], hp["w0"], generator, SineLayers.of(hp))
 
     @classmethod
     def validate_for_image(cls, hparams, height, width, channels):
@@ -57,7 +57,8 @@ class Gridded(ImageModel):
     @classmethod
     def shapes(cls, hparams, height, width, channels, encoding_dim, extra):
         return SirenStack.shapes(hparams["rows"] * hparams["cols"], encoding_dim,
-                                 hparams["width"], hparams["depth"], channels)
+                                 hparams["width"], hparams["depth"], channels,
+                                 SineLayers.of(hparams))
 
     def render_band(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         return self.field.band(ys, xs)

@@ -25,9 +25,9 @@ from ..encodings import Encoding
 from ..errors import InrFormatError
 from ..fields import Field, Reader, Schema
 from . import register
-from .base import ImageModel, SirenStack
+from .base import ImageModel, SineLayers, SirenStack
 from .gridded import COLS, OVERLAP, ROWS
-from .siren import W0, W0_FIRST, TiledSiren
+from .siren import SINE_LAYERS, W0, W0_FIRST, TiledSiren
 from .tiling import Tiling
 
 @register
@@ -41,7 +41,7 @@ class Residual(ImageModel):
         Field("cells", "H", 0, 4096, "number of cells with a residual network"),
         Field("res_width", "H", 1, 2048, "hidden units per layer of each residual network"),
         Field("res_depth", "B", 1, 32, "hidden layers of each residual network"),
-        OVERLAP, W0_FIRST, W0,
+        OVERLAP, W0_FIRST, W0, *SINE_LAYERS,  # the sine layers of both networks
     )
     #: As the gridded family: five octaves and a first-layer factor of 20 (+0.6 / +0.5 dB at
     #: 0.25 / 0.5 bpp over 4 octaves and 30 on kodim01+07, docs/experiments.md).
@@ -52,12 +52,13 @@ class Residual(ImageModel):
                  generator: torch.Generator | None = None):
         super().__init__(height, width, color, hparams, encoding, extra)
         hp = self.hparams
+        layers = SineLayers.of(hp)
         self.base = TiledSiren(Tiling(height, width), encoding, hp["base_width"], hp["base_depth"],
-                               self.channels, hp["w0_first"], hp["w0"], generator)
+                               self.channels, hp["w0_first"], hp["w0"], generator, layers)
         cells = list(self.extra.get("cells", range(hp["cells"])))
         self.residual = TiledSiren(self._tiling(cells), encoding, hp["res_width"],
                                    hp["res_depth"], self.channels, hp["w0_first"], hp["w0"],
-                                   generator)
+                                   generator, layers)
         self.use_cells(cells)
 
     def _tiling(self, cells: list[int]) -> Tiling:
@@ -82,10 +83,11 @@ class Residual(ImageModel):
 
     @classmethod
     def shapes(cls, hparams, height, width, channels, encoding_dim, extra):
+        layers = SineLayers.of(hparams)
         base = SirenStack.shapes(1, encoding_dim, hparams["base_width"], hparams["base_depth"],
-                                 channels)
+                                 channels, layers)
         residual = SirenStack.shapes(hparams["cells"], encoding_dim, hparams["res_width"],
-                                     hparams["res_depth"], channels)
+                                     hparams["res_depth"], channels, layers)
         return base + residual
 
     @classmethod

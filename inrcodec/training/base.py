@@ -154,10 +154,22 @@ class Trainable(ImageModel):
         raise NotImplementedError
 
 
-def rgb_mse_loss(color: ColorTransform) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def rgb_mse_loss(color: ColorTransform, chroma_weight: float = 1.0
+                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Squared error in RGB of model-space predictions, averaged over samples and channels.
-    A target with one channel more than the prediction carries per-sample weights there."""
-    inverse_t = None if color.name == "rgb" else color.inverse_matrix.T.contiguous()
+    A target with one channel more than the prediction carries per-sample weights there.
+
+    ``chroma_weight`` (NIF25's per-channel weights) weighs the chroma part of the error: the
+    RGB error's Cb and Cr (BT.601) are scaled by its square root before the square; 1 is the
+    RGB squared error itself, what PSNR measures."""
+    matrix = color.inverse_matrix
+    if chroma_weight != 1.0 and color.channels == 3:
+        ycbcr = ColorTransform("ycbcr", 3)
+        scale = torch.diag(torch.tensor([1.0, chroma_weight ** 0.5, chroma_weight ** 0.5]))
+        matrix = ycbcr.inverse_matrix @ scale @ ycbcr.matrix @ matrix
+    elif color.name == "rgb":
+        matrix = None
+    inverse_t = None if matrix is None else matrix.T.contiguous()
 
     def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         channels = pred.shape[-1]

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-from ..models.base import SirenStack
+from ..models.base import SineLayers, SirenStack
 from ..models.dct import DctHead, dct_matrix
 from ..presets import Schedule
 from . import trainable
@@ -64,5 +64,5 @@ class DctFit(Trainable, DctHead):
               "w0_first": 30.0, "w0": 30.0, **fixed}
         outputs = hp["coeffs"] + (channels - 1) * hp["chroma_coeffs"]
         hp.setdefault("width", largest_width(n_params, lambda w: SirenStack.count(
-            1, encoding_dim, w, hp["depth"], outputs)))
+            1, encoding_dim, w, hp["depth"], outputs, SineLayers.of(hp))))
         return hp

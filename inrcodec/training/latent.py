@@ -22,7 +22,7 @@ import torch
 from .. import arm, context, entropy
 from ..models.latent import Latent, Synthesis, interpolation_taps
 from ..presets import Schedule
-from ..quantize import TensorQuant, cheapest_moves, to_symbols, with_step
+from ..quantize import TensorQuant, cheapest_moves, rounding_offset, to_symbols, with_step
 from . import trainable
 from .base import FitTask, Trainable, rgb_mse_loss
 from .rate import GridCode, RateModel, rate_model
@@ -253,7 +253,7 @@ class LatentFit(Trainable, Latent):
         for level, grid in enumerate(self.latents):
             n = grid.numel()
             seen = grid + (1 - self.hard) * noise[offset:offset + n].view_as(grid) \
-                + self.hard * (torch.round(grid) - grid).detach()
+                + self.hard * rounding_offset(grid)
             offset += n
             if self.filters is not None:
                 seen = self.filters(seen, level)

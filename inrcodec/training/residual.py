@@ -3,12 +3,14 @@ networks placed on the cells where the decoded base errs most, and the split of 
 
 from __future__ import annotations
 
+import dataclasses
+
 from functools import partial
 from typing import Iterator
 
 import torch
 
-from ..models.base import SirenStack
+from ..models.base import SineLayers, SirenStack
 from ..models.residual import Residual
 from ..models.tiling import Tiling
 from ..presets import Schedule
@@ -29,7 +31,7 @@ class ResidualFit(Trainable, Residual):
     def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
         yield tiled_fit_task(self.base, target, self.color,
                              partial(self.mse_against, target, render_band=self.base_band),
-                             "base", share=BASE_STEPS)
+                             "base", share=BASE_STEPS, schedule=schedule)
         if self.hparams["cells"] == 0:
             return
         residual = target - self.render(render_band=self.base_band)
@@ -37,7 +39,8 @@ class ResidualFit(Trainable, Residual):
         self.use_cells(self.choose_cells(error))
         yield tiled_fit_task(self.residual, residual, self.color,
                              partial(self.mse_against, target), "residual",
-                             share=1 - BASE_STEPS, error_map=partial(self.error_map, target))
+                             share=1 - BASE_STEPS, error_map=partial(self.error_map, target),
+                             schedule=dataclasses.replace(schedule, mean_start=False))
 
     def choose_cells(self, error: torch.Tensor) -> list[int]:
         """The ``cells`` cells of the grid with the largest summed squared error, in order."""
@@ -59,11 +62,13 @@ class ResidualFit(Trainable, Residual):
         hp = {"base_depth": 4, "res_depth": 3, "overlap": 0.0625, "w0_first": 20.0, "w0": 30.0,
               "rows": rows, "cols": cols, **fixed}
         hp.setdefault("cells", max(1, round(CELL_SHARE * hp["rows"] * hp["cols"])))
+        layers = SineLayers.of(hp)
         hp.setdefault("base_width", largest_width(int(BASE_SHARE * n_params), lambda w:
                                                   SirenStack.count(1, encoding_dim, w,
-                                                                   hp["base_depth"], channels)))
+                                                                   hp["base_depth"], channels,
+                                                                   layers)))
         rest = n_params - SirenStack.count(1, encoding_dim, hp["base_width"], hp["base_depth"],
-                                           channels)
+                                           channels, layers)
         hp.setdefault("res_width", largest_width(rest, lambda w: SirenStack.count(
-            max(1, hp["cells"]), encoding_dim, w, hp["res_depth"], channels)))
+            max(1, hp["cells"]), encoding_dim, w, hp["res_depth"], channels, layers)))
         return hp

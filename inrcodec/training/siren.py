@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..color import ColorTransform
-from ..models.base import SirenStack
+from ..models.base import SineLayers, SirenStack
 from ..models.siren import Siren, TiledSiren
 from ..presets import Schedule
 from . import trainable
@@ -17,7 +17,8 @@ from .base import FitTask, Trainable, rgb_mse_loss
 
 
 def tiled_fit_task(field: TiledSiren, target: torch.Tensor, color: ColorTransform, evaluate,
-                   name: str, share: float = 1.0, error_map: Callable | None = None) -> FitTask:
+                   name: str, share: float = 1.0, error_map: Callable | None = None,
+                   schedule: Schedule | None = None) -> FitTask:
     """Training batches of random pixels per cell against ``target`` (H, W, C).
 
     ``evaluate()`` is the whole image's MSE; ``error_map()``, if given, its per-pixel error
@@ -30,9 +31,14 @@ def tiled_fit_task(field: TiledSiren, target: torch.Tensor, color: ColorTransfor
     channel: the loss ``sum_g w_g (f_g - y)^2`` bounds the blended error
     ``(sum_g w_g f_g - y)^2`` from above (Jensen; the weights sum to one), so the networks
     are fitted for what the decoder shows, without spending capacity far into a band.
+
+    The ``schedule`` (default: none of these) may weigh the loss's chroma
+    (``chroma_weight``) and start each network's output bias at its cell's mean
+    (``mean_start``), NIF25's output normalised around the image mean.
     """
     tiling = field.tiling
     weighted = tiling.overlap > 0 and tiling.groups > 1
+    schedule = schedule or Schedule()
 
     def assemble(data: dict[str, torch.Tensor], draws: torch.Tensor):
         iy, ix, coords, weights = tiling.assemble(data, draws)
@@ -45,20 +51,37 @@ def tiled_fit_task(field: TiledSiren, target: torch.Tensor, color: ColorTransfor
         ys, xs, error = error_map()
         return float(error.mean()), tiling.group_means(ys, xs, error)
 
+    def initialise(generator: torch.Generator) -> None:
+        field.net.initialise(generator)
+        if schedule.mean_start:
+            start_at_mean()
+
+    @torch.no_grad()
+    def start_at_mean() -> None:
+        ys = torch.arange(target.shape[0], dtype=torch.float32) + 0.5
+        xs = torch.arange(target.shape[1], dtype=torch.float32) + 0.5
+        means = torch.stack([tiling.group_means(ys, xs, target[..., c].cpu())
+                             for c in range(target.shape[-1])], dim=-1)  # (G, C)
+        bias = field.net.biases[-1]
+        bias.copy_(means.nan_to_num(0.0)[:, None, :].to(bias.device))
+
+    if schedule.mean_start:
+        start_at_mean()
     per_group = error_map is not None and tiling.groups > 1
     return FitTask(module=field, draw=tiling.draw, assemble=assemble,
-                   data=tiling.training_data(target), loss=rgb_mse_loss(color),
+                   data=tiling.training_data(target),
+                   loss=rgb_mse_loss(color, schedule.chroma_weight),
                    evaluate=evaluate, samples=tiling.pixels_per_group(),
                    groups=tiling.groups, name=name, share=share, weighted=weighted,
                    evaluate_groups=evaluate_groups if per_group else None,
-                   initialise=field.net.initialise)
+                   initialise=initialise)
 
 
 @trainable
 class SirenFit(Trainable, Siren):
     def fit_tasks(self, target: torch.Tensor, schedule: Schedule) -> Iterator[FitTask]:
         yield tiled_fit_task(self.field, target, self.color, partial(self.mse_against, target),
-                             "siren")
+                             "siren", schedule=schedule)
 
     @classmethod
     def hparams_for_params(cls, n_params, height, width, channels, encoding_dim, /, *,
@@ -68,7 +91,7 @@ class SirenFit(Trainable, Siren):
         # 0.5 bpp on kodim01+07, docs/experiments.md).
         hp = {"depth": 4, "w0_first": 60.0, "w0": 30.0, **fixed}
         hp.setdefault("width", largest_width(n_params, lambda w: SirenStack.count(
-            1, encoding_dim, w, hp["depth"], channels)))
+            1, encoding_dim, w, hp["depth"], channels, SineLayers.of(hp))))
         return hp
 
 

@@ -1,5 +1,6 @@
-"""How the golden files were made (run once, with format version 1; never regenerate them to make
-a test pass: they stand for files users already have).
+"""How the golden files were made (each run once, with the format version it stands for: 1, and 2
+for the ``-layers`` files; never regenerate them to make a test pass: they stand for files users
+already have).
 
     python tests/golden/generate.py
 """
@@ -27,6 +28,12 @@ CASES = {
     "latent-arm": dict(model="latent", steps=300, coder="arm"),
     # Learned upsampling (issue 35): each grid channel filtered by its own learned filter.
     "latent-learned": dict(model="latent", steps=300, hparams={"upsampling": 2}),
+    # Format version 2 (issue 36): the SIREN families' sine layers (derived phases, a frequency
+    # per neuron, tapered widths).
+    "siren-layers": dict(model="siren", hparams={"phases": 1, "spread": 0.25, "ratio": 3,
+                                                 "taper": 2}),
+    "gridded-layers": dict(model="gridded", hparams={"rows": 2, "cols": 2, "overlap": 0.25,
+                                                     "phases": 1, "spread": 0.2, "ratio": 2}),
 }
 
 
