@@ -1,5 +1,6 @@
-"""Learn a starting synthesis network for the latent family from a training set (issue 35's
-warm start, screened and not kept: docs/experiments.md, "The training recipe, lever by lever"):
+"""Learn a warm start from a training set: the latent family's synthesis (issue 35, screened
+and not kept: docs/experiments.md, "The training recipe, lever by lever"), or a SIREN family's
+network of one shape (issue 36, ``--model gridded``: "A warm start of the SIREN families").
 Reptile over short fits, each image's fit starting from the shared weights and the shared
 weights moving a step towards where the fits ended.
 
@@ -16,6 +17,14 @@ falling linearly from 1 to 0.1 over the rounds). The synthesis is the one that s
 every Kodak-sized or larger encode at 0.12 bpp or more uses. Printed per round: the fits' mean
 PSNR and the seconds (each photo's rate moves on by one each round, so rounds' means are not
 comparable with each other; whether a start pays is screened by encodes from it).
+
+With ``--model`` a SIREN family (siren, gridded), the shape is the one that sizing gives a
+768x512 image at the default effort at the one rate ``--bpp`` (every rate whose shape is the
+same shares it); each fit is ``--steps`` steps of the family's own training (its default
+schedule's learning rate, warm-up and cosine, no quantisation), all of a grid's cells from the
+shared start, and the start moves towards the mean of the cells' ends. The weights are written
+as ``<key>.npy`` (``inrcodec.training.warmstart``: float32, one network's parameters flat),
+the file an encode with ``+warm_start=true`` looks for in ``inrcodec/training/warmstart/``.
 
 The photos must not be ones the codec is measured on (never Kodak, CLIC or scikit-image's): the
 screened weights came from the public SqueezeSoftware/test_files Unsplash photos that
@@ -83,6 +92,46 @@ def fit_from(pixels: np.ndarray, bpp: float, start: np.ndarray | None, seed: int
     return end.copy(), psnr(render(model, height, width), pixels)
 
 
+def siren_fit_from(pixels: np.ndarray, bpp: float, start: np.ndarray | None, seed: int,
+                   settings: dict, steps: int) -> tuple[np.ndarray, float]:
+    """``steps`` steps of a SIREN family's training from the network ``start`` in every cell
+    (None: the seed's initialisation): the cells' mean network where it ended (flat) and the
+    fit's PSNR before quantisation."""
+    import torch
+    from inrcodec.fit import Stage, Training
+    from inrcodec.metrics import psnr_of_mse
+    from inrcodec.training import warmstart
+
+    torch.set_num_threads(1)
+    model, target, options = sized(pixels, bpp, seed, settings)
+    net = model.field.net
+    if start is not None:
+        warmstart.apply(net, start)
+    schedule = options.schedule().with_steps(steps)
+    task = next(iter(model.fit_tasks(target, schedule)))
+    mse = Training(schedule, task).run(Stage(task, schedule, torch.Generator().manual_seed(seed),
+                                             compile=False))
+    return warmstart.mean_network(net), psnr_of_mse(mse)
+
+
+def sized(pixels: np.ndarray, bpp: float, seed: int, settings: dict):
+    """A SIREN family's model as the default effort sizes it for ``pixels`` at ``bpp``, the
+    target in its colour space, and the options."""
+    import torch
+    from inrcodec.encoder import signal_path
+    from inrcodec.options import EncodeOptions
+    from inrcodec.ratecontrol import RatePlan
+    from inrcodec.training import get_trainable
+
+    options = EncodeOptions.from_settings({"bpp": bpp, "seed": seed, **settings})
+    family = get_trainable(options.model)
+    height, width, channels = pixels.shape
+    transform, enc = signal_path(family, options, channels)
+    model = RatePlan.make(family, options, height, width, transform, enc).model
+    target = transform.forward(torch.from_numpy(pixels.astype(np.float32) / 255.0))
+    return model, target, options
+
+
 def random_start() -> np.ndarray:
     """A random synthesis of the shape the warm start is for (flat): where learning starts."""
     import torch
@@ -98,6 +147,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--bpp", default="0.25,0.5,1.0")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--model", default="latent", help="latent, or a SIREN family (one "
+                        "--bpp: the rate whose shape is learned)")
+    parser.add_argument("--steps", type=int, default=2000, help="a SIREN family's steps a fit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of the fits, as inr encode's +key=value")
     args = parser.parse_args()
@@ -107,7 +159,18 @@ def main() -> None:
                    if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.stat().st_size)
     photos = [prepared(p) for p in paths]
     print(f"{len(photos)} photos: {', '.join(p.stem for p in paths)}", flush=True)
-    theta = random_start()
+    siren = args.model != "latent"
+    if siren:
+        from inrcodec.training import warmstart
+        if len(rates) != 1:
+            parser.error("a SIREN family's start is learned for one shape: give one --bpp")
+        settings["model"] = args.model
+        model = sized(photos[0], rates[0], 0, settings)[0]
+        theta = torch_first_network(model.field.net)
+        name = warmstart.key(model.name, model.field.net)
+        print(f"shape {name} ({theta.size} weights): {model.describe()}", flush=True)
+    else:
+        theta = random_start()
     rng = np.random.default_rng(0)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for r in range(args.rounds):
@@ -119,16 +182,25 @@ def main() -> None:
                 batch = order[b:b + args.jobs]
                 work = [(photos[i], rates[(i + r) % len(rates)], theta, 1000 * r + int(i),
                          settings) for i in batch]
-                ends = list(pool.map(fit_from, *zip(*work)))
+                if siren:
+                    ends = list(pool.map(siren_fit_from, *zip(*work),
+                                         [args.steps] * len(work)))
+                else:
+                    ends = list(pool.map(fit_from, *zip(*work)))
                 theta = theta + epsilon * (np.mean([e for e, _ in ends], axis=0) - theta)
                 scores += [s for _, s in ends]
             print(f"round {r + 1}: epsilon {epsilon:.2f}, mean PSNR of its fits "
                   f"{np.mean(scores):.3f} dB, {time.perf_counter() - start:.0f} s", flush=True)
     dims = [SHAPE[0]] + [SHAPE[1]] * SHAPE[2] + [SHAPE[3]]
-    out = args.out / f"synthesis-{'-'.join(map(str, dims))}.npy"
+    out = args.out / (f"{name}.npy" if siren else f"synthesis-{'-'.join(map(str, dims))}.npy")
     args.out.mkdir(parents=True, exist_ok=True)
     np.save(out, theta.astype("<f4"), allow_pickle=False)
     print(f"wrote {out} ({theta.size} weights)")
+
+
+def torch_first_network(stack) -> np.ndarray:
+    """The first network of a stack, flat (a random start: one network's draw, not a mean)."""
+    return np.concatenate([p[0].detach().flatten().numpy() for p in stack.parameters()])
 
 
 if __name__ == "__main__":

@@ -103,6 +103,10 @@ class Schedule:
     #: started at its cell's mean colour (NIF25's output normalised around the image mean).
     chroma_weight: float = 1.0
     mean_start: bool = False
+    #: The SIREN families' networks started from weights learned for their shape on a training
+    #: set, where the package has them (``training/warmstart.py``); further starts of a best
+    #: effort draw from the seed as before.
+    warm_start: bool = False
     #: The phases of a family whose latents train with its networks (``latent``): the latents
     #: seen through uniform noise, then rounded (straight-through) for this last share of the
     #: steps; the networks at ``network_lr`` times ``lr`` throughout.

@@ -148,10 +148,35 @@ def test_the_gridded_grid_is_sized_for_equal_widths_whatever_the_taper(bpp):
     # the same cells (and so about the same work a step), the last layer narrower.
     sizing = get_trainable("gridded").hparams_for_params
     n = int(bpp * 768 * 512 / 6.5)
-    plain = sizing(n, 512, 768, 3, 2, samples=17000 * 4096)
+    plain = sizing(n, 512, 768, 3, 2, samples=17000 * 4096, ratio=1.0)
     tapered = sizing(n, 512, 768, 3, 2, samples=17000 * 4096, ratio=2.0)
+    assert sizing(n, 512, 768, 3, 2, samples=17000 * 4096) == tapered  # the sizing's own choice
     assert (tapered["rows"], tapered["cols"]) == (plain["rows"], plain["cols"])
     assert tapered["width"] < plain["width"]
     weights = SirenStack.count(tapered["rows"] * tapered["cols"], 2, tapered["width"],
                                tapered["depth"], 3, SineLayers.of(tapered))
     assert 0.8 * n <= weights <= n
+
+
+def test_sizing_tapers_the_networks_only_where_they_stay_wide_enough():
+    """The plain SIREN, gridded and residual families taper (``ratio`` 2) where the networks
+    spanning the image keep TAPER_MIN_WIDTH units in their last layer, and keep equal widths
+    below; a ratio or width the caller gives stands; the DCT head keeps equal widths."""
+    from inrcodec.training.siren import TAPER, TAPER_MIN_WIDTH
+    siren = get_trainable("siren").hparams_for_params
+    gridded = get_trainable("gridded").hparams_for_params
+    residual = get_trainable("residual").hparams_for_params
+    # Kodak at 0.12 bpp: the SIREN 31 wide tapered; a 48x64 crop at 2 bpp: 10 tapered, 15 not
+    assert siren(7000, 512, 768, 3, 2)["ratio"] == TAPER
+    assert "ratio" not in siren(750, 48, 64, 3, 2)
+    assert siren(750, 48, 64, 3, 2, ratio=2.0)["width"] < TAPER_MIN_WIDTH
+    # Kodak at 0.5 bpp: cells of 13 tapered; a 64x80 crop at 1 bpp: one cell, 7 if tapered
+    kodak = gridded(30000, 512, 768, 3, 22, samples=17000 * 4096)
+    assert kodak["ratio"] == TAPER and kodak["width"] >= TAPER_MIN_WIDTH
+    assert "ratio" not in gridded(700, 64, 80, 3, 22, samples=200 * 4096)
+    assert gridded(700, 64, 80, 3, 22, samples=200 * 4096, ratio=2.0)["width"] < TAPER_MIN_WIDTH
+    assert "ratio" not in gridded(30000, 512, 768, 3, 22, samples=17000 * 4096, width=13)
+    assert residual(30000, 512, 768, 3, 22, samples=4000 * 4096)["ratio"] == TAPER
+    assert "ratio" not in residual(1500, 128, 192, 3, 22, samples=4000 * 4096)
+    assert residual(30000, 512, 768, 3, 22, samples=4000 * 4096, ratio=1.0)["ratio"] == 1.0
+    assert "ratio" not in get_trainable("dct").hparams_for_params(30000, 512, 768, 3, 26)

@@ -94,11 +94,11 @@ class ClassicalCodec(BenchCodec):
 
 
 def inr_fingerprint() -> str:
-    """``inr-`` and a hash of the codec's source (not the benchmark's), so cached inr results
-    are redone whenever the encoder changes."""
+    """``inr-`` and a hash of the codec's source (not the benchmark's) and its learned data (the
+    warm starts), so cached inr results are redone whenever the encoder changes."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha1()
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted([*root.rglob("*.py"), *root.rglob("*.npy")]):
         if "bench" not in path.relative_to(root).parts:
             h.update(path.read_bytes())
     return "inr-" + h.hexdigest()[:12]

@@ -14,7 +14,7 @@ from ..models.gridded import Gridded
 from ..presets import Schedule
 from . import trainable
 from .base import FitTask, Trainable
-from .siren import largest_width, tiled_fit_task
+from .siren import largest_width, tapered, tiled_fit_task
 
 # Sizing rules, each measured in docs/experiments.md ("Training steps instead of fine-tuning,
 # and the grid sized by rate"; "A deeper network at low rates"; "Warm restarts"):
@@ -57,15 +57,19 @@ class GriddedFit(Trainable, Gridded):
                                     channels)
         cells = max(1.0, n_params / per_cell)
         rows, cols = grid_for(height, width, math.sqrt(height * width / cells))
-        rows, cols = hp.get("rows", rows), hp.get("cols", cols)
 
-        def hidden(rows: int, cols: int) -> int:
-            return largest_width(n_params, lambda w: SirenStack.count(
-                rows * cols, encoding_dim, w, hp["depth"], channels, SineLayers.of(hp)))
+        def size(hp: dict) -> dict:
+            grid = hp.get("rows", rows), hp.get("cols", cols)
 
-        if "width" not in hp:
-            while hidden(rows, cols) < 8 and rows * cols > 1 \
-                    and "rows" not in fixed and "cols" not in fixed:
-                rows, cols = max(1, math.ceil(rows / 2)), max(1, math.ceil(cols / 2))
-            hp["width"] = hidden(rows, cols)
-        return {**hp, "rows": rows, "cols": cols}
+            def hidden(rows: int, cols: int) -> int:
+                return largest_width(n_params, lambda w: SirenStack.count(
+                    rows * cols, encoding_dim, w, hp["depth"], channels, SineLayers.of(hp)))
+
+            if "width" in hp:
+                return {**hp, "rows": grid[0], "cols": grid[1]}
+            while hidden(*grid) < 8 and grid[0] * grid[1] > 1 \
+                    and "rows" not in hp and "cols" not in hp:
+                grid = max(1, math.ceil(grid[0] / 2)), max(1, math.ceil(grid[1] / 2))
+            return {**hp, "width": hidden(*grid), "rows": grid[0], "cols": grid[1]}
+
+        return tapered(size, hp, "width", keep=("rows", "cols"))

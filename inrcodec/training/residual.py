@@ -17,7 +17,7 @@ from ..presets import Schedule
 from . import trainable
 from .base import FitTask, Trainable
 from .gridded import grid_for
-from .siren import largest_width, tiled_fit_task
+from .siren import largest_width, tapered, tiled_fit_task
 
 #: Shares of the weights for the base network and of the cells with a residual network.
 BASE_SHARE = 0.5
@@ -62,13 +62,18 @@ class ResidualFit(Trainable, Residual):
         hp = {"base_depth": 4, "res_depth": 3, "overlap": 0.0625, "w0_first": 20.0, "w0": 30.0,
               "rows": rows, "cols": cols, **fixed}
         hp.setdefault("cells", max(1, round(CELL_SHARE * hp["rows"] * hp["cols"])))
-        layers = SineLayers.of(hp)
-        hp.setdefault("base_width", largest_width(int(BASE_SHARE * n_params), lambda w:
-                                                  SirenStack.count(1, encoding_dim, w,
-                                                                   hp["base_depth"], channels,
-                                                                   layers)))
-        rest = n_params - SirenStack.count(1, encoding_dim, hp["base_width"], hp["base_depth"],
-                                           channels, layers)
-        hp.setdefault("res_width", largest_width(rest, lambda w: SirenStack.count(
-            max(1, hp["cells"]), encoding_dim, w, hp["res_depth"], channels, layers)))
-        return hp
+
+        def size(hp: dict) -> dict:
+            layers = SineLayers.of(hp)
+            hp = dict(hp)
+            hp.setdefault("base_width", largest_width(int(BASE_SHARE * n_params), lambda w:
+                                                      SirenStack.count(1, encoding_dim, w,
+                                                                       hp["base_depth"],
+                                                                       channels, layers)))
+            rest = n_params - SirenStack.count(1, encoding_dim, hp["base_width"],
+                                               hp["base_depth"], channels, layers)
+            hp.setdefault("res_width", largest_width(rest, lambda w: SirenStack.count(
+                max(1, hp["cells"]), encoding_dim, w, hp["res_depth"], channels, layers)))
+            return hp
+
+        return tapered(size, hp, "base_width")
