@@ -1,6 +1,7 @@
 """Learn a warm start from a training set: the latent family's synthesis (issue 35, screened
 and not kept: docs/experiments.md, "The training recipe, lever by lever"), or a SIREN family's
-network of one shape (issue 36, ``--model gridded``: "A warm start of the SIREN families").
+network of one shape (issue 36, ``--model gridded``: "The SIREN families with NIF25's levers: the taper in
+the sizing, the warm start").
 Reptile over short fits, each image's fit starting from the shared weights and the shared
 weights moving a step towards where the fits ended.
 
@@ -68,28 +69,19 @@ def fit_from(pixels: np.ndarray, bpp: float, start: np.ndarray | None, seed: int
     (float, before quantisation) and the file's PSNR."""
     import torch
     from inrcodec.decoder import render
-    from inrcodec.encoder import signal_path
     from inrcodec.fit import fit
     from inrcodec.metrics import psnr
-    from inrcodec.options import EncodeOptions
-    from inrcodec.ratecontrol import RatePlan
-    from inrcodec.training import get_trainable
 
     torch.set_num_threads(1)
-    options = EncodeOptions.from_settings({"model": "latent", "bpp": bpp, "effort": "fast",
-                                           "seed": seed, **settings})
-    family = get_trainable("latent")
-    height, width, channels = pixels.shape
-    transform, enc = signal_path(family, options, channels)
-    plan = RatePlan.make(family, options, height, width, transform, enc)
+    plan, target, options = sized(pixels, bpp, seed,
+                                  {"model": "latent", "effort": "fast", **settings})
     model = plan.model
     if start is not None:
         torch.nn.utils.vector_to_parameters(torch.from_numpy(start), model.synthesis.parameters())
-    target = transform.forward(torch.from_numpy(pixels.astype(np.float32) / 255.0))
     report = fit(model, target, options.schedule(), seed=seed, quantiser=plan.quantiser)
     end = torch.nn.utils.parameters_to_vector(model.synthesis.parameters()).detach().numpy()
     plan.finish(dict(report.quants))
-    return end.copy(), psnr(render(model, height, width), pixels)
+    return end.copy(), psnr(render(model, *pixels.shape[:2]), pixels)
 
 
 def siren_fit_from(pixels: np.ndarray, bpp: float, start: np.ndarray | None, seed: int,
@@ -103,7 +95,8 @@ def siren_fit_from(pixels: np.ndarray, bpp: float, start: np.ndarray | None, see
     from inrcodec.training import warmstart
 
     torch.set_num_threads(1)
-    model, target, options = sized(pixels, bpp, seed, settings)
+    plan, target, options = sized(pixels, bpp, seed, settings)
+    model = plan.model
     net = model.field.net
     if start is not None:
         warmstart.apply(net, start)
@@ -115,8 +108,8 @@ def siren_fit_from(pixels: np.ndarray, bpp: float, start: np.ndarray | None, see
 
 
 def sized(pixels: np.ndarray, bpp: float, seed: int, settings: dict):
-    """A SIREN family's model as the default effort sizes it for ``pixels`` at ``bpp``, the
-    target in its colour space, and the options."""
+    """The rate plan (the model as sizing gives it, its quantiser) of an encode of ``pixels``
+    at ``bpp`` with ``settings``, the target in the model's colour space, and the options."""
     import torch
     from inrcodec.encoder import signal_path
     from inrcodec.options import EncodeOptions
@@ -127,9 +120,9 @@ def sized(pixels: np.ndarray, bpp: float, seed: int, settings: dict):
     family = get_trainable(options.model)
     height, width, channels = pixels.shape
     transform, enc = signal_path(family, options, channels)
-    model = RatePlan.make(family, options, height, width, transform, enc).model
+    plan = RatePlan.make(family, options, height, width, transform, enc)
     target = transform.forward(torch.from_numpy(pixels.astype(np.float32) / 255.0))
-    return model, target, options
+    return plan, target, options
 
 
 def random_start() -> np.ndarray:
@@ -165,8 +158,8 @@ def main() -> None:
         if len(rates) != 1:
             parser.error("a SIREN family's start is learned for one shape: give one --bpp")
         settings["model"] = args.model
-        model = sized(photos[0], rates[0], 0, settings)[0]
-        theta = torch_first_network(model.field.net)
+        model = sized(photos[0], rates[0], 0, settings)[0].model
+        theta = first_network(model.field.net)
         name = warmstart.key(model.name, model.field.net)
         print(f"shape {name} ({theta.size} weights): {model.describe()}", flush=True)
     else:
@@ -198,8 +191,8 @@ def main() -> None:
     print(f"wrote {out} ({theta.size} weights)")
 
 
-def torch_first_network(stack) -> np.ndarray:
-    """The first network of a stack, flat (a random start: one network's draw, not a mean)."""
+def first_network(stack) -> np.ndarray:
+    """The stack's first network, flat (a random start is one network's draw, not a mean)."""
     return np.concatenate([p[0].detach().flatten().numpy() for p in stack.parameters()])
 
 
